@@ -1,0 +1,253 @@
+"""The ``bench`` command: argument parsing and printing only; the work is in the modules it calls."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input: printed as one line, never as a traceback."""
+    from harness.config import ConfigError
+    from harness.models import ModelError
+    from methods.registry import UnknownMethod
+    from tasks.registry import UnknownTask
+    from tasks.sources import DataError
+
+    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m",
+                   help="built-in name (smollm2-135m, tiny-llama, smollm2-shapes), hub id or local folder "
+                        "(default: smollm2-135m, embedded, works offline)")
+    p.add_argument("--tasks", required=True, help="comma-separated task names or suites, e.g. commonsense or arc_e,boolq")
+    p.add_argument("--eval-limit", type=int, default=None, help="test items per task (0 = all; default 50)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="offline data folder (default: $PEFT_BENCH_DATA, else ../shared/data beside the project)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Benchmark parameter-efficient fine-tuning methods.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate methods on tasks",
+                         description="Train every method on the tasks (one run per method and seed; "
+                                     "with several tasks, one model on their mixture unless --per-task), "
+                                     "evaluate before and after, and write run folders plus the tidy table.")
+    run.add_argument("--methods", required=True, help="comma-separated method names (see `bench list methods`)")
+    _add_common(run)
+    run.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    budget = run.add_mutually_exclusive_group()
+    budget.add_argument("--max-steps", type=int, default=None, help="optimizer steps per run (default 60)")
+    budget.add_argument("--epochs", type=float, default=None, help="epochs over the training split instead of steps")
+    run.add_argument("--per-task", action="store_true", help="train one model per task instead of one on the mixture")
+    run.add_argument("--preset", default=None, help="hyperparameter preset of every method, e.g. paper (published GPU settings)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a trainer key (lr=3e-4, batch_size=4) or a method key (lora.r=16); repeatable")
+    run.add_argument("--executor", choices=["local", "inline"], default="local",
+                     help="local: a fresh worker process per run (clean memory figures); inline: this process")
+    run.add_argument("--force", action="store_true", help="rerun runs that already finished")
+    run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("eval", help="evaluate a model without training")
+    _add_common(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    ls = sub.add_parser("list", help="list methods, tasks or models with their defaults")
+    ls.add_argument("what", choices=["methods", "tasks", "models"])
+    ls.add_argument("--data-dir", type=Path, default=None, help="offline data folder")
+    ls.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ["PEFT_BENCH_DATA"] = str(args.data_dir.resolve())
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished runs are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+# -- bench run -----------------------------------------------------------------------------
+
+def plan_runs(args: argparse.Namespace) -> list[Any]:
+    """Resolve the grid into RunConfigs, validating every name and override up front."""
+    from harness.config import ConfigError, RunConfig, TrainConfig, build_configs, config_to_dict, split_overrides
+    from methods import registry as methods
+    from tasks import registry as tasks
+
+    method_names = _csv(args.methods)
+    specs = [methods.get(m) for m in method_names]
+    task_names = tasks.expand(args.tasks)
+    seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else [0]
+    overrides = split_overrides(args.sets)
+    prefixes = {"trainer", *method_names}
+    for key in overrides:
+        if "." in key and key.split(".", 1)[0] not in prefixes and not key.startswith("peft:"):
+            raise ConfigError(f"--set {key}: {key.split('.', 1)[0]!r} is not a method in this run "
+                              f"(methods: {', '.join(method_names)}; trainer keys take no prefix)")
+    base = TrainConfig()
+    if args.max_steps is not None:
+        base.max_steps = args.max_steps
+    if args.epochs is not None:
+        base.max_steps, base.epochs = 0, args.epochs
+    if args.eval_limit is not None:
+        base.eval_limit = args.eval_limit
+    groups = [(t,) for t in task_names] if args.per_task else [tuple(task_names)]
+    plans = []
+    for spec in specs:
+        method_cfg, train = build_configs(spec, overrides, args.preset, base)
+        for group in groups:
+            for seed in seeds:
+                plans.append(RunConfig(model=args.model, method=spec.name, method_config=config_to_dict(method_cfg),
+                                       train_tasks=group, eval_tasks=group, seed=seed, train=train))
+    for task in {t for plan in plans for t in plan.train_tasks}:
+        tasks.load(tasks.get(task))  # missing or corrupt data fails here, before any run starts
+    return plans
+
+
+def _budget_line(plans: list[Any]) -> str:
+    t = plans[0].train
+    steps = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
+    return (f"budget: {steps} x batch {t.batch_size} (max {t.max_length} tokens/example), lr {t.lr:g}, "
+            f"eval {t.eval_limit or 'all'} items/task, model {plans[0].model}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness import records
+    from harness.executors.local import EXECUTORS
+    from harness.models import model_info
+
+    plans = plan_runs(args)
+    out: Path = args.out
+    print(_budget_line(plans))
+    note = model_info(args.model).note
+    if note:
+        print(f"model {args.model}: {note}")
+    failed = 0
+    for i, cfg in enumerate(plans, 1):
+        status = records.run_status(out, cfg.run_id)
+        tag = f"[{i}/{len(plans)}] {cfg.method} on {'+'.join(cfg.train_tasks)} seed {cfg.seed}"
+        if status == "ok" and not args.force:
+            print(f"{tag}: already done, skipped ({records.run_dir(out, cfg.run_id)})")
+            continue
+        print(f"{tag}: running -> {records.run_dir(out, cfg.run_id)}", flush=True)
+        record = EXECUTORS[args.executor](cfg, out, args.device, not args.no_progress)
+        if record.get("status") != "ok":
+            failed += 1
+            err = record.get("error", {})
+            print(f"{tag}: FAILED ({err.get('type')}: {err.get('message', '')[:300]}); continuing", flush=True)
+        records.rebuild_table(out)
+    df = records.rebuild_table(out)
+    ids = {cfg.run_id for cfg in plans}
+    print()
+    print(summary_table(df[df.run_id.isin(ids)]))
+    print(f"\nresults: {out.resolve()}/results.csv (and .parquet), run folders in {out.resolve()}/runs/")
+    return 1 if failed else 0
+
+
+def summary_table(df: Any) -> str:
+    """Method x task accuracy (before -> after) plus the main cost figures, as plain text."""
+    if df.empty:
+        return "(no results)"
+    acc = df[(df.metric == "acc") & df.phase.isin(["before", "after"])]
+    costs = df[df.phase == "train"]
+    tasks_ = list(dict.fromkeys(acc.task))
+    header = ["method", "seed", *tasks_, "step_s", "peak_mem", "trainable%", "status"]
+    rows = []
+    for (run_id, method, seed), g in df.groupby(["run_id", "method", "seed"], sort=False):
+        cells = [method, str(seed)]
+        for task in tasks_:
+            v = {p: acc[(acc.run_id == run_id) & (acc.task == task) & (acc.phase == p)].value for p in ("before", "after")}
+            b = f"{v['before'].iloc[0]:.3f}" if len(v["before"]) else "-"
+            a = f"{v['after'].iloc[0]:.3f}" if len(v["after"]) else "-"
+            cells.append(f"{b}->{a}")
+        c = costs[costs.run_id == run_id].set_index("metric").value
+        mem = c.get("peak_mem_allocated_bytes", c.get("peak_rss_bytes"))
+        cells.append(f"{c['step_time_s']:.3f}" if "step_time_s" in c else "-")
+        cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
+        cells.append(f"{c['trainable_pct']:.2f}" if "trainable_pct" in c else "-")
+        cells.append(g.status.iloc[0])
+        rows.append(cells)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    return "accuracy (acc, before->after)\n" + "\n".join(lines)
+
+
+# -- bench eval / list ---------------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from harness.config import TrainConfig
+    from harness.driver import eval_only
+    from harness.environment import pick_device
+    from tasks import registry as tasks
+
+    train = TrainConfig()
+    if args.eval_limit is not None:
+        train.eval_limit = args.eval_limit
+    names = tasks.expand(args.tasks)
+    rows = eval_only(args.model, names, train, args.out, pick_device(args.device), not args.no_progress)
+    print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}")
+    for r in rows:
+        m = {x["name"]: x for x in r["metrics"]}
+        chance = f"{r['chance']:.3f}" if r.get("chance") is not None else "-"
+        print(f"{r['task']:<12} {m['acc']['value']:>7.3f} {m['acc']['stderr']:>7.3f} {m['acc_norm']['value']:>9.3f} "
+              f"{m['acc']['n']:>5} {chance:>7}")
+    return 0
+
+
+def _defaults(spec: Any) -> str:
+    shown = getattr(spec.config_cls, "shown_defaults", None)
+    if shown is None:
+        cfg = spec.default_config()
+        shown = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from methods import registry
+
+        for name in registry.names():
+            spec = registry.get(name)
+            presets = f" [presets: {', '.join(spec.presets)}]" if spec.presets else ""
+            print(f"{name:<22} {spec.description}{presets}")
+            print(f"{'':<22} defaults: {_defaults(spec) or '(none)'}")
+        print(f"{'peft:<type>':<22} any peft tuner built from its config class, e.g. peft:vera, peft:ia3, peft:gralora")
+    elif args.what == "tasks":
+        from tasks import registry
+
+        for line in registry.describe():
+            print(line)
+    else:
+        from harness.models import REGISTRY
+
+        for name, info in REGISTRY.items():
+            print(f"{name:<16} {info.description}" + (f" ({info.note})" if info.note else ""))
+        print(f"{'<hub id|path>':<16} any causal LM transformers can load (hub access or a local folder)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

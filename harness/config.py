@@ -1,0 +1,211 @@
+"""Run configuration: the trainer's knobs, a method's hyperparameters, presets and ``--set``.
+
+A ``RunConfig`` is fully resolved before anything runs; its ``run_id`` is a hash of that
+resolved form, so two invocations that would do the same work share one run folder and the
+second one is skipped (resume).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from methods.base import MethodSpec
+
+
+class ConfigError(ValueError):
+    """Bad user input in a configuration; the message names the valid choices."""
+
+
+@dataclass
+class TrainConfig:
+    """The uniform driver's settings (keys for ``--set KEY=VALUE`` without a method prefix).
+
+    The default budget is sized for a 2-core CPU on the embedded 135M model; ``--preset paper``
+    switches a method to its published GPU settings.
+    """
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    batch_size: int = 8  # examples per optimizer step
+    micro_batch_size: int = 0  # examples per forward/backward; 0 = batch_size (no accumulation)
+    max_length: int = 128  # tokens per training example (prompt truncated from the left)
+    max_steps: int = 60  # optimizer steps; 0 = derive from epochs
+    epochs: float = 0.0  # used when max_steps == 0
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.1  # used when warmup_steps == 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0  # 0 disables clipping
+    train_on_inputs: bool = False  # loss on prompt tokens too
+    eval_batch_size: int = 32
+    eval_limit: int = 50  # test items per task; 0 = all
+    timing_warmup_steps: int = 3  # steps excluded from step-time statistics
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+
+    def resolved_steps(self, n_train: int) -> int:
+        if self.max_steps > 0:
+            return self.max_steps
+        if self.epochs <= 0:
+            raise ConfigError("set --max-steps N or --epochs E (both are 0)")
+        return max(1, int(-(-n_train * self.epochs // self.batch_size)))
+
+    def resolved_warmup(self, steps: int) -> int:
+        return self.warmup_steps if self.warmup_steps > 0 else int(self.warmup_ratio * steps)
+
+    def micro(self) -> int:
+        m = self.micro_batch_size or self.batch_size
+        if self.batch_size % m:
+            raise ConfigError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {m}")
+        return m
+
+
+@dataclass
+class RunConfig:
+    """One run: (model, method + hyperparameters, training tasks, seed) plus what it evaluates."""
+
+    model: str
+    method: str
+    method_config: dict[str, Any]
+    train_tasks: tuple[str, ...]
+    eval_tasks: tuple[str, ...]
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    protocol: str = "likelihood"
+
+    def resolved(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "method": self.method,
+            "method_config": self.method_config,
+            "train_tasks": list(self.train_tasks),
+            "eval_tasks": list(self.eval_tasks),
+            "seed": self.seed,
+            "train": dataclasses.asdict(self.train),
+            "protocol": self.protocol,
+        }
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.resolved(), sort_keys=True, default=_jsonable)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        tasks = "+".join(self.train_tasks) if len(self.train_tasks) <= 2 else f"{len(self.train_tasks)}tasks"
+        safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in s)  # noqa: E731
+        return f"{safe(self.model)}__{safe(self.method)}__{safe(tasks)}__s{self.seed}__{digest}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    return str(obj)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A method config dataclass as plain JSON-able values (for records and the run id)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = json.loads(json.dumps(value, default=_jsonable))
+    return out
+
+
+def parse_value(text: str, current: Any) -> Any:
+    """Parse a ``--set`` value guided by the type of the current default."""
+    low = text.strip().lower()
+    if isinstance(current, bool) or low in ("true", "false"):
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"expected true/false, got {text!r}")
+    if low in ("none", "null"):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if isinstance(current, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(current, (list, tuple)) and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if current is not None and isinstance(current, (int, float)) and not isinstance(value, (int, float)):
+        raise ConfigError(f"expected a number, got {text!r}")
+    return value
+
+
+def split_overrides(sets: list[str]) -> dict[str, Any]:
+    """``["lora.r=16", "lr=3e-4"]`` -> ``{"lora.r": "16", "lr": "3e-4"}`` (values still text)."""
+    out: dict[str, Any] = {}
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def apply_to_dataclass(obj: Any, key: str, value: Any, where: str) -> None:
+    valid = [f.name for f in dataclasses.fields(obj)]
+    if key not in valid:
+        raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid)}")
+    current = getattr(obj, key)
+    setattr(obj, key, parse_value(value, current) if isinstance(value, str) else value)
+
+
+def build_configs(
+    spec: MethodSpec, overrides: dict[str, Any], preset: str | None, base_train: TrainConfig
+) -> tuple[Any, TrainConfig]:
+    """Resolve a method's config and the trainer config: defaults < preset < ``--set``.
+
+    Override keys: ``lr`` (trainer), ``<method>.r`` (this method only), ``trainer.lr``. Keys
+    addressed to other methods in the same grid are ignored here (checked by the caller).
+    """
+    train = dataclasses.replace(base_train)
+    method_cfg = spec.default_config()
+    layered: list[tuple[str, dict[str, Any]]] = []
+    if preset:
+        if preset not in spec.presets:
+            have = ", ".join(spec.presets) or "none"
+            raise ConfigError(f"method {spec.name!r} has no preset {preset!r} (its presets: {have})")
+        layered.append((f"preset {preset!r}", spec.presets[preset]))
+    layered.append(("--set", overrides))
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for origin, values in layered:
+        for key, value in values.items():
+            if key.startswith("trainer."):
+                apply_to_dataclass(train, key[len("trainer."):], value, f"the trainer ({origin})")
+            elif key.startswith(spec.name + "."):
+                apply_to_dataclass(method_cfg, key[len(spec.name) + 1:], value, f"method {spec.name!r} ({origin})")
+            elif "." not in key:
+                if key not in train_keys:
+                    raise ConfigError(
+                        f"unknown trainer key {key!r}; valid: {', '.join(sorted(train_keys))} "
+                        f"(method keys take a prefix, e.g. {spec.name}.{(spec.config_keys() or ['r'])[0]})"
+                    )
+                apply_to_dataclass(train, key, value, f"the trainer ({origin})")
+    if hasattr(method_cfg, "__post_init__"):
+        method_cfg.__post_init__()  # re-validate (peft configs check their fields here)
+    return method_cfg, train
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a method config from its recorded dict (only constructor fields are passed)."""
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{k: v for k, v in values.items() if k in init})
+
+
+def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
+    """Inverse of ``RunConfig.resolved`` (used to hand a run to a worker process)."""
+    return RunConfig(
+        model=d["model"], method=d["method"], method_config=d["method_config"],
+        train_tasks=tuple(d["train_tasks"]), eval_tasks=tuple(d["eval_tasks"]), seed=d["seed"],
+        train=TrainConfig(**d["train"]), protocol=d.get("protocol", "likelihood"),
+    )

@@ -1,0 +1,97 @@
+"""The training loop, method-agnostic: everything a method does differently is behind ``Adapted``.
+
+Timing covers exactly one optimizer step: the method's pre-step hook, forward and backward of
+every micro-batch, clipping, the optimizer and scheduler, and the method's post-step hook. One
+step (the last timing warm-up step) additionally runs the activation and FLOP profilers and is
+therefore excluded from the step-time statistics (measurement.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.measure import SavedTensorBytes, StepClock, count_flops, step_stats
+from methods.base import Adapted
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    profile: dict[str, int] = field(default_factory=dict)  # activation_bytes, flops_per_step, grad/opt bytes
+    train_time_s: float = 0.0
+    profiled_step: int = -1
+
+    def stats(self, warmup: int) -> dict[str, float | int]:
+        times = [s["step_time_s"] for s in self.steps]
+        out = step_stats(times, warmup, excluded={self.profiled_step})
+        kept = [s for i, s in enumerate(self.steps) if i != self.profiled_step and (i >= warmup or len(self.steps) <= warmup)]
+        seconds = sum(s["step_time_s"] for s in kept)
+        out["tokens_per_s"] = sum(s["tokens"] for s in kept) / seconds if seconds > 0 else 0.0
+        return out
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(
+    adapted: Adapted,
+    batches: Iterable[list[dict[str, torch.Tensor]]],
+    steps: int,
+    device: torch.device,
+    grad_clip: float | None,
+    precision: str = "auto",
+    profile_step: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    model, result, clock = adapted.model, TrainResult(profiled_step=profile_step), StepClock(device)
+    model.train()
+    batch_iter = iter(batches)
+    bar = tqdm(range(steps), desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    start = clock.now()
+    for step in bar:
+        micro_batches = next(batch_iter)
+        profiled = step == profile_step
+        lr = adapted.current_lr()
+        t0 = clock.now()
+        adapted.before_step(step)
+        with (SavedTensorBytes(model) if profiled else contextlib.nullcontext()) as saved, \
+             (count_flops() if profiled else contextlib.nullcontext()) as flops:
+            loss_sum = torch.zeros((), device=device)
+            for mb in micro_batches:
+                with autocast_for(device, precision):
+                    loss = model(**mb).loss / len(micro_batches)
+                loss.backward()
+                loss_sum += loss.detach()
+        if profiled:
+            result.profile["grad_bytes"] = adapted.grad_bytes()
+        adapted.clip_gradients(grad_clip)
+        adapted.optimizer.step()
+        adapted.scheduler.step()
+        adapted.after_step(step)
+        adapted.zero_grad()
+        t1 = clock.now()
+        loss_value = float(loss_sum)
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"loss is {loss_value} at step {step}")
+        tokens = sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
+        result.steps.append({"step": step, "loss": loss_value, "lr": lr, "step_time_s": t1 - t0,
+                             "tokens": tokens, "profiled": profiled})
+        if profiled:
+            result.profile.update(activation_bytes=saved.bytes, flops_per_step=flops["flops"],
+                                  optimizer_state_bytes=adapted.optimizer_state_bytes(),
+                                  extra_state_bytes=adapted.extra_state_bytes())
+        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+    result.train_time_s = clock.now() - start
+    return result

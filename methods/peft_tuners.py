@@ -1,0 +1,142 @@
+"""Every method that peft already implements: LoRA, DoRA, PiSSA, AdaLoRA and ``peft:<type>``.
+
+The hyperparameter dataclass of each method *is* peft's own config class (subclassed only to
+change defaults), so ``--set lora.<field>=...`` accepts exactly the fields peft documents and
+nothing is re-implemented here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from methods.base import Adapted, MethodSpec, TrainContext
+
+# decoder-block linears of Llama-style models; lm_head is never a target by default
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# LLM-Adapters / DoRA commonsense settings (r 32, alpha 64, dropout 0.05) for the LoRA family
+_LORA_DEFAULTS: dict[str, Any] = dict(r=32, lora_alpha=64, lora_dropout=0.05)
+
+
+def _with_defaults(base: type, name: str, **defaults: Any) -> type:
+    """A dataclass subclass of peft config ``base`` whose listed fields get new defaults.
+
+    Field metadata is kept: peft reads it (e.g. LoRA variants are tagged ``is_lora_variant``).
+    """
+    inherited = {f.name: f for f in dataclasses.fields(base)}
+    fields = []
+    for key, value in defaults.items():
+        meta = inherited[key].metadata
+        if isinstance(value, (list, dict, set)):
+            f = dataclasses.field(default_factory=lambda v=value: type(v)(v), metadata=meta)
+        else:
+            f = dataclasses.field(default=value, metadata=meta)
+        fields.append((key, inherited[key].type, f))
+    cls = dataclasses.make_dataclass(name, fields, bases=(base,))
+    cls.shown_defaults = dict(defaults)  # what `bench list methods` prints
+    return cls
+
+
+def _peft_classes() -> tuple[Any, Any]:
+    import peft
+
+    return peft.LoraConfig, peft.AdaLoraConfig
+
+
+class PeftAdapted(Adapted):
+    """A peft-wrapped model; AdaLoRA's budget update runs in the uniform after_step hook."""
+
+    def after_step(self, step: int) -> None:
+        update = getattr(self.model.base_model, "update_and_allocate", None)
+        if update is not None:
+            update(step)  # AdaLoRA: needs this step's gradients, so before zero_grad
+
+    def record(self) -> dict[str, Any]:
+        cfg = self.model.peft_config["default"]
+        rank_pattern = getattr(cfg, "rank_pattern", None)
+        return {"peft_type": cfg.peft_type.value, **({"rank_pattern": rank_pattern} if rank_pattern else {})}
+
+
+def _adapt_peft(model: nn.Module, cfg: Any, ctx: TrainContext) -> Adapted:
+    from peft import get_peft_model
+
+    if getattr(cfg, "target_modules", "unset") is None and getattr(cfg, "target_parameters", None) is None:
+        cfg.target_modules = list(ALL_LINEAR)
+    if hasattr(cfg, "total_step") and cfg.total_step is None:  # AdaLoRA's schedule needs the run length
+        _fit_adalora_schedule(cfg, ctx.total_steps)
+    if getattr(cfg, "task_type", None) is None:
+        cfg.task_type = "CAUSAL_LM"
+    peft_model = get_peft_model(model, cfg)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    return PeftAdapted(peft_model, params, ctx)
+
+
+def _fit_adalora_schedule(cfg: Any, total: int) -> None:
+    """AdaLoRA prunes between tinit and total-tfinal; scale those to the run (10% / 30%)."""
+    cfg.total_step = max(total, 2)
+    if cfg.tinit == 0 and cfg.tfinal == 0:
+        cfg.tinit = int(0.1 * total)
+        cfg.tfinal = int(0.3 * total)
+    if cfg.tinit >= cfg.total_step - cfg.tfinal:
+        cfg.tinit, cfg.tfinal = 0, 0
+    cfg.deltaT = max(1, min(cfg.deltaT, (cfg.total_step - cfg.tfinal - cfg.tinit) // 4 or 1))
+
+
+def _deferred_total_step(cls: type) -> type:
+    """AdaLoRA's config refuses total_step=None; ours leaves it unset until the run length is known."""
+    check = cls.__post_init__
+
+    def post_init(self: Any) -> None:
+        deferred = self.total_step is None
+        if deferred:
+            self.total_step = 1
+        check(self)
+        if deferred:
+            self.total_step = None
+
+    cls.__post_init__ = post_init
+    return cls
+
+
+def _specs() -> list[MethodSpec]:
+    LoraConfig, AdaLoraConfig = _peft_classes()
+    lora = _with_defaults(LoraConfig, "LoraBench", **_LORA_DEFAULTS)
+    dora = _with_defaults(LoraConfig, "DoraBench", **_LORA_DEFAULTS, use_dora=True)
+    pissa = _with_defaults(LoraConfig, "PissaBench", **{**_LORA_DEFAULTS, "lora_dropout": 0.0}, init_lora_weights="pissa")
+    adalora = _deferred_total_step(
+        _with_defaults(AdaLoraConfig, "AdaLoraBench", init_r=12, target_r=8, lora_alpha=32, lora_dropout=0.05)
+    )
+    paper = {"paper": {"trainer.lr": 2e-4, "trainer.batch_size": 16, "trainer.max_length": 256,
+                       "trainer.epochs": 3, "trainer.warmup_steps": 100}}
+    return [
+        MethodSpec("lora", "LoRA (peft), r=32 alpha=64 on all decoder linears", lora, _adapt_peft, paper),
+        MethodSpec("dora", "DoRA (peft LoRA with use_dora), r=32 alpha=64", dora, _adapt_peft,
+                   {"paper": {**paper["paper"], "trainer.lr": 1e-4}}),
+        MethodSpec("pissa", "PiSSA (peft LoRA, SVD init of the principal subspace), r=32", pissa, _adapt_peft, paper),
+        MethodSpec("adalora", "AdaLoRA (peft), init_r=12 -> target_r=8, budget schedule scaled to the run",
+                   adalora, _adapt_peft, paper),
+    ]
+
+
+def generic_peft_spec(peft_type: str) -> MethodSpec:
+    """``peft:<type>``: any peft tuner, built from its config class with ``--set`` values."""
+    from peft import PeftType
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    key = peft_type.upper()
+    if key not in PEFT_TYPE_TO_CONFIG_MAPPING:
+        valid = sorted(t.lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING)
+        raise KeyError_(f"unknown peft tuner {peft_type!r}; valid peft:<type>: {', '.join(valid)}")
+    cls = PEFT_TYPE_TO_CONFIG_MAPPING[key]
+    doc = f"peft {PeftType(key).value} tuner with peft's defaults (targets default to all decoder linears)"
+    return MethodSpec(f"peft:{peft_type.lower()}", doc, cls, _adapt_peft)
+
+
+class KeyError_(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+METHODS = _specs()

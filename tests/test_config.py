@@ -1,0 +1,63 @@
+"""--set parsing, presets, run ids."""
+from __future__ import annotations
+
+import pytest
+
+from harness.config import ConfigError, RunConfig, TrainConfig, build_configs, config_to_dict, parse_value
+from methods import registry
+
+
+def test_parse_value_follows_default_types():
+    assert parse_value("3e-4", 2e-4) == pytest.approx(3e-4)
+    assert parse_value("16", 8) == 16 and isinstance(parse_value("16", 8), int)
+    assert parse_value("2", 0.5) == 2.0 and isinstance(parse_value("2", 0.5), float)
+    assert parse_value("false", True) is False
+    assert parse_value("q_proj,v_proj", ["x"]) == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError):
+        parse_value("abc", 1)
+
+
+def test_overrides_reach_method_and_trainer():
+    spec = registry.get("lora")
+    cfg, train = build_configs(spec, {"lora.r": "16", "lr": "3e-4", "trainer.batch_size": "4"}, None, TrainConfig())
+    assert cfg.r == 16 and train.lr == pytest.approx(3e-4) and train.batch_size == 4
+    assert spec.default_config().r == 32  # defaults untouched
+
+
+def test_unknown_keys_list_valid_ones():
+    spec = registry.get("lora")
+    with pytest.raises(ConfigError, match="valid keys: .*lora_alpha"):
+        build_configs(spec, {"lora.nosuch": "1"}, None, TrainConfig())
+    with pytest.raises(ConfigError, match="valid: .*batch_size"):
+        build_configs(spec, {"nosuch": "1"}, None, TrainConfig())
+
+
+def test_preset_then_set_precedence():
+    spec = registry.get("lora")
+    _, train = build_configs(spec, {}, "paper", TrainConfig())
+    assert train.batch_size == 16
+    _, train = build_configs(spec, {"batch_size": "2"}, "paper", TrainConfig())
+    assert train.batch_size == 2
+    with pytest.raises(ConfigError, match="no preset"):
+        build_configs(spec, {}, "nosuch", TrainConfig())
+
+
+def test_run_id_is_a_function_of_the_resolved_config():
+    spec = registry.get("lora")
+    cfg, train = build_configs(spec, {}, None, TrainConfig())
+    make = lambda **kw: RunConfig(model="tiny-llama", method="lora", method_config=config_to_dict(cfg),  # noqa: E731
+                                  train_tasks=("synthetic",), eval_tasks=("synthetic",), train=train, **kw)
+    assert make().run_id == make().run_id
+    assert make(seed=1).run_id != make().run_id
+    cfg16, _ = build_configs(spec, {"lora.r": "16"}, None, TrainConfig())
+    other = RunConfig(model="tiny-llama", method="lora", method_config=config_to_dict(cfg16),
+                      train_tasks=("synthetic",), eval_tasks=("synthetic",), train=train)
+    assert other.run_id != make().run_id
+
+
+def test_steps_from_epochs():
+    t = TrainConfig(max_steps=0, epochs=2, batch_size=8)
+    assert t.resolved_steps(100) == 25
+    assert t.resolved_warmup(25) == 2
+    with pytest.raises(ConfigError):
+        TrainConfig(max_steps=0, epochs=0).resolved_steps(10)

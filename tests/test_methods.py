@@ -1,0 +1,94 @@
+"""The registry contract, checked for every registered method on a tiny random model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.models import load_model
+from methods import registry
+from methods.base import Adapted, TrainContext
+
+GENERIC = ["peft:vera", "peft:ia3", "peft:gralora"]
+
+
+def _batch(vocab: int = 512, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (2, 12), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def _one_step(adapted: Adapted, step: int = 0) -> float:
+    adapted.before_step(step)
+    loss = adapted.model(**_batch(seed=step)).loss
+    loss.backward()
+    adapted.clip_gradients(1.0)
+    adapted.optimizer.step()
+    adapted.scheduler.step()
+    adapted.after_step(step)
+    adapted.zero_grad()
+    return float(loss)
+
+
+@pytest.mark.parametrize("name", registry.names() + GENERIC)
+def test_every_method_honours_the_contract(name):
+    spec = registry.get(name)
+    assert spec.name == name and spec.description
+    model, _ = load_model("tiny-llama")
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ctx = TrainContext(lr=1e-2, total_steps=4, warmup_steps=1)
+    adapted = spec.adapt(model, spec.default_config(), ctx)
+    assert isinstance(adapted, Adapted)
+    n = adapted.trainable_params()
+    assert 0 < n <= sum(p.numel() for p in adapted.model.parameters())
+    losses = [_one_step(adapted, s) for s in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert adapted.optimizer_state_bytes() > 0
+    assert isinstance(adapted.record(), dict)
+    # something the method trains has moved
+    after = adapted.model.state_dict()
+    moved = any(not torch.equal(v, after[k]) for k, v in before.items() if k in after) or any(
+        k not in before for k in after)
+    assert moved
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "pissa", "adalora"] + GENERIC)
+def test_trainable_params_match_peft(name):
+    spec = registry.get(name)
+    model, _ = load_model("tiny-llama")
+    adapted = spec.adapt(model, spec.default_config(), TrainContext(total_steps=20))
+    trainable, _total = adapted.model.get_nb_trainable_parameters()
+    assert adapted.trainable_params() == trainable
+
+
+def test_lora_count_by_hand():
+    """LoRA r=32 on all seven projections of the 2-layer tiny model: r * (d_in + d_out) each."""
+    spec = registry.get("lora")
+    model, _ = load_model("tiny-llama")
+    adapted = spec.adapt(model, spec.default_config(), TrainContext())
+    h, i, kv = 64, 128, 2 * 16  # hidden, intermediate, kv heads x head_dim
+    per_layer = 32 * ((h + h) * 2 + (h + kv) * 2 + (h + i) * 2 + (i + h))
+    assert adapted.trainable_params() == 2 * per_layer
+
+
+def test_full_trains_everything_once():
+    model, _ = load_model("tiny-llama")
+    adapted = registry.get("full").adapt(model, registry.get("full").default_config(), TrainContext())
+    assert adapted.trainable_params() == sum(p.numel() for p in model.parameters())
+
+
+def test_adalora_budget_update_runs_through_the_uniform_hook(monkeypatch):
+    spec = registry.get("adalora")
+    model, _ = load_model("tiny-llama")
+    adapted = spec.adapt(model, spec.default_config(), TrainContext(total_steps=20))
+    calls = []
+    monkeypatch.setattr(adapted.model.base_model, "update_and_allocate", lambda step: calls.append(step))
+    for s in range(3):
+        _one_step(adapted, s)
+    assert calls == [0, 1, 2]
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(KeyError, match="valid: .*lora"):
+        registry.get("nosuch")
+    with pytest.raises(KeyError, match="vera"):
+        registry.get("peft:nosuch")

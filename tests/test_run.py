@@ -1,0 +1,93 @@
+"""End to end through the CLI on the tiny model and the file-free synthetic task."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness import cli, records
+
+BASE = ["run", "--model", "tiny-llama", "--tasks", "synthetic", "--max-steps", "4", "--eval-limit", "12",
+        "--executor", "inline", "--no-progress", "--set", "eval_batch_size=8"]
+
+
+def _run(tmp_path, *extra):
+    return cli.main([*BASE, "--out", str(tmp_path), *extra])
+
+
+def test_run_writes_records_and_skips_on_rerun(tmp_path, capsys):
+    assert _run(tmp_path, "--methods", "lora,full") == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        rec = json.loads((run / "run.json").read_text())
+        assert rec["status"] == "ok"
+        steps = records.read_jsonl(run / "steps.jsonl")
+        assert [s["step"] for s in steps] == [0, 1, 2, 3]
+        for phase in ("before", "after"):
+            samples = records.read_jsonl(run / "samples" / phase / "synthetic.jsonl")
+            assert len(samples) == 12 and {"pred", "gold", "correct"} <= set(samples[0])
+    df = pd.read_parquet(tmp_path / "results.parquet")
+    assert df.equals(pd.read_csv(tmp_path / "results.csv")) or len(df) == len(pd.read_csv(tmp_path / "results.csv"))
+    for method in ("lora", "full"):
+        sub = df[df.method == method]
+        metrics = set(sub.metric)
+        assert {"step_time_s", "tokens_per_s", "peak_rss_bytes", "trainable_params", "activation_bytes",
+                "acc", "acc_norm"} <= metrics
+        acc = sub[sub.metric == "acc"]
+        assert set(acc.phase) == {"before", "after"} and acc.stderr.notna().all()
+    lora = df[(df.method == "lora") & (df.phase == "train")].set_index("metric").value
+    full = df[(df.method == "full") & (df.phase == "train")].set_index("metric").value
+    assert full["trainable_params"] > lora["trainable_params"]
+    # the before evaluation is shared: identical per-sample results for both methods
+    a, b = (records.read_jsonl(r / "samples" / "before" / "synthetic.jsonl") for r in runs)
+    assert a == b
+    capsys.readouterr()
+    assert _run(tmp_path, "--methods", "lora,full") == 0
+    assert capsys.readouterr().out.count("already done, skipped") == 2
+
+
+def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path, capsys):
+    # LoRA with r=0 cannot be built: that run fails, the full run still completes
+    code = _run(tmp_path, "--methods", "lora,full", "--set", "lora.r=0")
+    assert code == 1
+    statuses = {}
+    for run in (tmp_path / "runs").iterdir():
+        rec = json.loads((run / "run.json").read_text())
+        statuses[rec["config"]["method"]] = rec["status"]
+        if rec["status"] == "failed":
+            assert rec["error"]["type"] and rec["error"]["message"]
+    assert statuses == {"lora": "failed", "full": "ok"}
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_nan_loss_is_a_failed_run(tmp_path):
+    assert _run(tmp_path, "--methods", "full", "--set", "lr=1e30", "--set", "grad_clip=0") == 1
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert rec["status"] == "failed" and rec["error"]["type"] == "TrainingDiverged"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--methods", "nosuch"], "valid: "),
+    (["--methods", "lora", "--set", "lora.nosuch=1"], "valid keys: "),
+    (["--methods", "lora", "--set", "nosuch=1"], "valid: "),
+    (["--methods", "lora", "--set", "dora.r=1"], "not a method in this run"),
+    (["--methods", "lora", "--tasks", "nosuch"], "valid"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, needle):
+    argv = [*BASE, "--out", str(tmp_path), *args]
+    if "--tasks" in args:
+        i = argv.index("--tasks")
+        del argv[i:i + 2]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err and "Traceback" not in err
+
+
+def test_worker_process_executor(tmp_path):
+    """The default executor runs each run in a fresh process and still records it."""
+    argv = [a for a in BASE if a not in ("--executor", "inline")]
+    assert cli.main([*argv, "--out", str(tmp_path), "--methods", "lora", "--max-steps", "2"]) == 0
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert rec["status"] == "ok" and rec["costs"]["peak_rss_bytes"][0] > 0
