@@ -66,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ev)
     ev.set_defaults(func=cmd_eval)
 
+    perf = sub.add_parser("perf", help="time training steps against the frozen floor (interleaved, one process)",
+                          description="Time each method's training step and the frozen floor (forward + input-"
+                                      "gradient backward, no weight gradients) round by round in one process; "
+                                      "print median step time, ratios to the floor and to LoRA, memory figures.")
+    perf.add_argument("--methods", default="lora,losia-pro", help="comma-separated methods (default: lora,losia-pro)")
+    perf.add_argument("--shape", choices=["tiny", "smollm2"], default="smollm2",
+                      help="model shapes, random weights (default: smollm2 = SmolLM2-135M: 30 layers, hidden 576)")
+    perf.add_argument("--batch-size", type=int, default=8)
+    perf.add_argument("--seq-len", type=int, default=128)
+    perf.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    perf.add_argument("--steps-per-round", type=int, default=3)
+    perf.add_argument("--warmup", type=int, default=2, help="untimed steps per method before the rounds")
+    perf.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                      help="method or trainer override, as for bench run (e.g. lora.r=32, losia-pro.period=10)")
+    perf.add_argument("--device", default="auto")
+    perf.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    perf.add_argument("--no-progress", action="store_true")
+    perf.set_defaults(func=cmd_perf)
+
     ls = sub.add_parser("list", help="list methods, tasks or models with their defaults")
     ls.add_argument("what", choices=["methods", "tasks", "models"])
     ls.add_argument("--data-dir", type=Path, default=None, help="offline data folder")
@@ -214,6 +233,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         chance = f"{r['chance']:.3f}" if r.get("chance") is not None else "-"
         print(f"{r['task']:<12} {m['acc']['value']:>7.3f} {m['acc']['stderr']:>7.3f} {m['acc_norm']['value']:>9.3f} "
               f"{m['acc']['n']:>5} {chance:>7}")
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from harness.config import split_overrides
+    from harness.environment import pick_device
+    from harness.perf import PerfConfig, format_table, measure, write_json
+    from methods import registry
+
+    methods = _csv(args.methods)
+    for name in methods:
+        registry.get(name)
+    cfg = PerfConfig(shape=args.shape, methods=tuple(methods), batch_size=args.batch_size, seq_len=args.seq_len,
+                     rounds=args.rounds, steps_per_round=args.steps_per_round, warmup_steps=args.warmup,
+                     overrides=split_overrides(args.sets), device=str(pick_device(args.device)))
+    result = measure(cfg, progress=not args.no_progress)
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
     return 0
 
 

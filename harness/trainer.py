@@ -23,41 +23,67 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-@dataclass
-class TrainResult:
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    profile: dict[str, int] = field(default_factory=dict)  # activation_bytes, flops_per_step, grad/opt bytes
-    train_time_s: float = 0.0
-    profiled_step: int = -1
-
-    def stats(self, warmup: int) -> dict[str, float | int]:
-        times = [s["step_time_s"] for s in self.steps]
-        out = step_stats(times, warmup, excluded={self.profiled_step})
-        kept = [s for i, s in enumerate(self.steps) if i != self.profiled_step and (i >= warmup or len(self.steps) <= warmup)]
-        seconds = sum(s["step_time_s"] for s in kept)
-        out["tokens_per_s"] = sum(s["tokens"] for s in kept) / seconds if seconds > 0 else 0.0
-        return out
-
-
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def train(
-    adapted: Adapted,
-    batches: Iterable[list[dict[str, torch.Tensor]]],
-    steps: int,
-    device: torch.device,
-    grad_clip: float | None,
-    precision: str = "auto",
-    profile_step: int = 0,
-    progress: bool = True,
-) -> TrainResult:
-    model, result, clock = adapted.model, TrainResult(profiled_step=profile_step), StepClock(device)
-    model.train()
-    batch_iter = iter(batches)
+def optimizer_step(adapted: Adapted, micro_batches: list[dict[str, torch.Tensor]], step: int,
+                   grad_clip: float | None, autocast: contextlib.AbstractContextManager,
+                   profile: dict[str, int] | None = None) -> torch.Tensor:
+    """One optimizer step through the method's hooks; returns the (device) loss.
+
+    With ``profile`` given, forward/backward run under the saved-tensor and FLOP counters and
+    the gradient / optimizer-state bytes are read at the moments they exist; such a step must
+    not be timed.
+    """
+    model = adapted.model
+    adapted.before_step(step)
+    with (SavedTensorBytes(model) if profile is not None else contextlib.nullcontext()) as saved, \
+         (count_flops() if profile is not None else contextlib.nullcontext()) as flops:
+        loss_sum = None
+        for mb in micro_batches:
+            with autocast:
+                loss = model(**mb).loss / len(micro_batches)
+            loss.backward()
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+    if profile is not None:
+        profile["grad_bytes"] = adapted.grad_bytes()
+    adapted.clip_gradients(grad_clip)
+    adapted.optimizer.step()
+    adapted.scheduler.step()
+    adapted.after_step(step)
+    adapted.zero_grad()
+    if profile is not None:
+        profile.update(activation_bytes=saved.bytes, flops_per_step=flops["flops"],
+                       optimizer_state_bytes=adapted.optimizer_state_bytes(),
+                       extra_state_bytes=adapted.extra_state_bytes())
+    return loss_sum
+
+
+@dataclass
+class TrainResult:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    profile: dict[str, int] = field(default_factory=dict)  # activation/grad/optimizer bytes, FLOPs
+    train_time_s: float = 0.0
+    profiled_step: int = -1
+
+    def stats(self, warmup: int) -> dict[str, float | int]:
+        """Step-time statistics and tokens/s over the same steps (warm-up and profiled excluded)."""
+        times = [s["step_time_s"] for s in self.steps]
+        out = step_stats(times, warmup, excluded={self.profiled_step})
+        kept = [s for s in self.steps if not s["profiled"] and (s["step"] >= warmup or len(self.steps) <= warmup)]
+        seconds = sum(s["step_time_s"] for s in kept)
+        out["tokens_per_s"] = sum(s["tokens"] for s in kept) / seconds if seconds > 0 else 0.0
+        return out
+
+
+def train(adapted: Adapted, batches: Iterable[list[dict[str, torch.Tensor]]], steps: int, device: torch.device,
+          grad_clip: float | None, precision: str = "auto", profile_step: int = 0, progress: bool = True) -> TrainResult:
+    result, clock = TrainResult(profiled_step=profile_step), StepClock(device)
+    adapted.model.train()
+    batch_iter, autocast = iter(batches), autocast_for(device, precision)
     bar = tqdm(range(steps), desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     start = clock.now()
     for step in bar:
@@ -65,33 +91,14 @@ def train(
         profiled = step == profile_step
         lr = adapted.current_lr()
         t0 = clock.now()
-        adapted.before_step(step)
-        with (SavedTensorBytes(model) if profiled else contextlib.nullcontext()) as saved, \
-             (count_flops() if profiled else contextlib.nullcontext()) as flops:
-            loss_sum = torch.zeros((), device=device)
-            for mb in micro_batches:
-                with autocast_for(device, precision):
-                    loss = model(**mb).loss / len(micro_batches)
-                loss.backward()
-                loss_sum += loss.detach()
-        if profiled:
-            result.profile["grad_bytes"] = adapted.grad_bytes()
-        adapted.clip_gradients(grad_clip)
-        adapted.optimizer.step()
-        adapted.scheduler.step()
-        adapted.after_step(step)
-        adapted.zero_grad()
+        loss = optimizer_step(adapted, micro_batches, step, grad_clip, autocast, result.profile if profiled else None)
         t1 = clock.now()
-        loss_value = float(loss_sum)
+        loss_value = float(loss)
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"loss is {loss_value} at step {step}")
         tokens = sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
         result.steps.append({"step": step, "loss": loss_value, "lr": lr, "step_time_s": t1 - t0,
                              "tokens": tokens, "profiled": profiled})
-        if profiled:
-            result.profile.update(activation_bytes=saved.bytes, flops_per_step=flops["flops"],
-                                  optimizer_state_bytes=adapted.optimizer_state_bytes(),
-                                  extra_state_bytes=adapted.extra_state_bytes())
         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
     result.train_time_s = clock.now() - start
     return result

@@ -1,0 +1,198 @@
+"""``bench perf``: training-step speed of methods against the frozen floor, in one process.
+
+The *floor* is the cheapest step any adapter method can have on this model: every weight frozen,
+forward plus the backward that input gradients need (to the embeddings' output), no weight
+gradient, no optimizer. Methods and the floor are timed round by round, interleaved (the order
+rotates each round), so slow drifts of a noisy machine hit all of them alike; each figure that
+compares methods is a ratio of medians measured in the same round, summarised over rounds.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from harness.config import TrainConfig, build_configs
+from harness.measure import SavedTensorBytes, StepClock, count_flops, percentile, total_params
+from harness.models import SMOLLM2_SHAPES, TINY_LLAMA_CONFIG, build_llama
+from harness.trainer import autocast_for, optimizer_step
+from methods import registry
+from methods.base import TrainContext
+
+SHAPES = {"tiny": TINY_LLAMA_CONFIG, "smollm2": SMOLLM2_SHAPES}
+FLOOR = "floor"
+
+
+@dataclass
+class PerfConfig:
+    shape: str = "smollm2"
+    methods: tuple[str, ...] = ("lora", "losia-pro")
+    batch_size: int = 8
+    seq_len: int = 128
+    rounds: int = 5
+    steps_per_round: int = 3
+    warmup_steps: int = 2
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    seed: int = 0
+
+
+class Contender:
+    """One timed thing: a method's adapted model, or the frozen floor."""
+
+    def __init__(self, name: str, step_fn: Callable[[int, dict[str, int] | None], None], model: nn.Module,
+                 trainable: int, tokens: int) -> None:
+        self.name, self.step_fn, self.model, self.trainable, self.tokens = name, step_fn, model, trainable, tokens
+        self.step = 0
+        self.round_times: list[list[float]] = []
+        self.profile: dict[str, int] = {}
+
+    def run(self, n: int, clock: StepClock) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = clock.now()
+            self.step_fn(self.step, None)
+            times.append(clock.now() - t0)
+            self.step += 1
+        return times
+
+
+def _batch(cfg: PerfConfig, vocab: int, device: torch.device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(cfg.seed)
+    ids = torch.randint(3, vocab, (cfg.batch_size, cfg.seq_len), generator=g).to(device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def _floor(cfg: PerfConfig, shape: dict[str, Any], device: torch.device, batch: dict[str, torch.Tensor]) -> Contender:
+    model = build_llama(shape, seed=cfg.seed).to(device).requires_grad_(False)
+    model.train()
+    autocast = autocast_for(device, "auto")
+    embed = model.get_input_embeddings()
+
+    def step(_: int, profile: dict[str, int] | None) -> None:
+        with (SavedTensorBytes(model) if profile is not None else contextlib.nullcontext()) as saved, \
+             (count_flops() if profile is not None else contextlib.nullcontext()) as flops:
+            x = embed(batch["input_ids"]).detach().requires_grad_(True)
+            with autocast:
+                loss = model(inputs_embeds=x, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+            loss.backward()
+        if profile is not None:
+            profile.update(activation_bytes=saved.bytes, flops_per_step=flops["flops"], grad_bytes=0,
+                           optimizer_state_bytes=0)
+
+    return Contender(FLOOR, step, model, 0, batch["attention_mask"].numel())
+
+
+def _method(name: str, cfg: PerfConfig, shape: dict[str, Any], device: torch.device,
+            batch: dict[str, torch.Tensor]) -> Contender:
+    spec = registry.get(name)
+    method_cfg, train = build_configs(spec, cfg.overrides, None, TrainConfig())
+    model = build_llama(shape, seed=cfg.seed).to(device)
+    total = 10**9  # long cosine: the LR stays near its peak, as in the middle of a real run
+    ctx = TrainContext(lr=train.lr, total_steps=total, warmup_steps=0, grad_clip=train.grad_clip or None,
+                       seed=cfg.seed, device=str(device),
+                       calibration_batches=lambda: iter([batch] * 64))
+    adapted = spec.adapt(model, method_cfg, ctx)
+    adapted.model.train()
+    autocast = autocast_for(device, "auto")
+
+    def step(i: int, profile: dict[str, int] | None) -> None:
+        optimizer_step(adapted, [batch], i, ctx.grad_clip, autocast, profile)
+
+    return Contender(name, step, adapted.model, adapted.trainable_params(), batch["attention_mask"].numel())
+
+
+def _spread(values: list[float]) -> float:
+    """Half the p10-p90 range: the typical round-to-round wobble of a ratio."""
+    return (percentile(values, 90) - percentile(values, 10)) / 2 if len(values) > 1 else 0.0
+
+
+def measure(cfg: PerfConfig, progress: bool = True) -> dict[str, Any]:
+    device = torch.device(cfg.device)
+    shape = SHAPES[cfg.shape]
+    batch = _batch(cfg, shape["vocab_size"], device)
+    names = list(dict.fromkeys(cfg.methods))
+    contenders = [_floor(cfg, shape, device, batch)] + [_method(n, cfg, shape, device, batch) for n in names]
+    clock = StepClock(device)
+    for c in contenders:  # warm-up, then one profiled (untimed) step each
+        c.run(cfg.warmup_steps, clock)
+        c.step_fn(c.step, c.profile)
+        c.step += 1
+    bar = tqdm(range(cfg.rounds), desc="perf rounds", disable=not progress, dynamic_ncols=True)
+    for r in bar:
+        order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+        for c in order:
+            c.round_times.append(c.run(cfg.steps_per_round, clock))
+    floor = contenders[0]
+    base_params = total_params(floor.model)
+    rows: dict[str, dict[str, Any]] = {}
+    for c in contenders:
+        medians = [statistics.median(t) for t in c.round_times]
+        all_times = [t for round_ in c.round_times for t in round_]
+        ratios = [m / f for m, f in zip(medians, (statistics.median(t) for t in floor.round_times))]
+        row = {
+            "step_time_s": statistics.median(all_times),
+            "step_time_mean_s": statistics.fmean(all_times),
+            "step_time_p10_s": percentile(all_times, 10),
+            "step_time_p90_s": percentile(all_times, 90),
+            "ratio_to_floor": statistics.median(ratios),
+            "ratio_to_floor_spread": _spread(ratios),
+            "ratio_to_floor_mean": statistics.fmean(all_times) / statistics.fmean(
+                [t for round_ in floor.round_times for t in round_]),
+            "tokens_per_s": c.tokens / statistics.median(all_times),
+            "trainable_params": c.trainable,
+            "trainable_pct": 100.0 * c.trainable / base_params,
+            **c.profile,
+        }
+        row["mem_accounted_bytes"] = sum(row.get(k, 0) for k in
+                                         ("activation_bytes", "grad_bytes", "optimizer_state_bytes"))
+        rows[c.name] = row
+    if "lora" in rows:
+        lora = [statistics.median(t) for t in next(c for c in contenders if c.name == "lora").round_times]
+        lora_mean = rows["lora"]["step_time_mean_s"]
+        for c in contenders:
+            ratios = [statistics.median(t) / l for t, l in zip(c.round_times, lora)]
+            rows[c.name]["ratio_to_lora"] = statistics.median(ratios)
+            rows[c.name]["ratio_to_lora_spread"] = _spread(ratios)
+            rows[c.name]["ratio_to_lora_mean"] = rows[c.name]["step_time_mean_s"] / lora_mean
+    from harness.environment import describe_device
+
+    return {"config": dataclasses.asdict(cfg), "device": describe_device(device), "torch": torch.__version__,
+            "methods": rows}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    head = (f"bench perf: {cfg['shape']} shapes, batch {cfg['batch_size']} x {cfg['seq_len']} tokens, "
+            f"{cfg['rounds']} rounds x {cfg['steps_per_round']} steps, device {result['device']['name']}")
+    cols = ["method", "step_s", "p10-p90", "x floor", "+-", "x lora", "+-", "mean x lora", "act MiB",
+            "grad MiB", "opt MiB", "trainable%"]
+    mib = lambda b: f"{(b or 0) / 2**20:.1f}"  # noqa: E731
+    rows = []
+    for name, r in result["methods"].items():
+        rows.append([
+            name, f"{r['step_time_s']:.3f}", f"{r['step_time_p10_s']:.3f}-{r['step_time_p90_s']:.3f}",
+            f"{r['ratio_to_floor']:.3f}", f"{r['ratio_to_floor_spread']:.3f}",
+            f"{r['ratio_to_lora']:.3f}" if "ratio_to_lora" in r else "-",
+            f"{r['ratio_to_lora_spread']:.3f}" if "ratio_to_lora_spread" in r else "-",
+            f"{r['ratio_to_lora_mean']:.3f}" if "ratio_to_lora_mean" in r else "-",
+            mib(r.get("activation_bytes")), mib(r.get("grad_bytes")), mib(r.get("optimizer_state_bytes")),
+            f"{r['trainable_pct']:.3f}",
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
+    fmt = lambda row: "  ".join(str(x).rjust(w) for x, w in zip(row, widths))  # noqa: E731
+    return "\n".join([head, fmt(cols), *(fmt(r) for r in rows)])
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    from harness.records import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(result, indent=2) + "\n")
