@@ -14,6 +14,7 @@ _MODULES = [
     "methods.full",
     "methods.peft_tuners",
     "methods.losia",
+    "methods.localized_lora",
 ]
 
 _cache: dict[str, MethodSpec] | None = None
