@@ -1,0 +1,474 @@
+"""Tables built from the tidy rows: one generic ``pivot`` and the paper layouts on top of it.
+
+Every table goes through ``pivot``, so every table gets the same guarantees: a column never
+silently mixes numbers measured differently (``drop_mixed``), cells are pooled only across
+seeds of one configuration (rows group on ``label``, see ``reports.load``), several seeds show
+as mean ± sample std, and the best value per column is marked among method rows only (the base
+model and chance are references, not competitors). Rendering lives in ``reports.render``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from reports.load import Results, ReportError, Run, allocated_ranks, split_module, trained_on
+
+TASKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa"]
+TASK_HEADERS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "HellaSwag",
+                "winogrande": "WinoGrande", "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
+KEY_HEADERS = {"model": "Model", "label": "Method", "task": "Task", "seed": "Seed", "device": "Device",
+               "layer": "Layer", "metric": "Metric", "phase": "Phase"}
+EVAL_COMPAT = ["metric", "protocol", "data_sha256", "eval_limit"]
+COST_COMPAT = ["metric", "unit", "device"]  # a step time from another device is another quantity
+LOWER_IS_BETTER = ("time", "bytes", "loss", "forgetting", "params", "pct", "flops")
+BASE_LABEL = "base (before training)"
+
+Format = Callable[[float], str]
+
+
+@dataclass
+class Cell:
+    """One table cell: the mean over the runs pooled in it, their sample std (n > 1) and n."""
+
+    mean: float
+    std: float | None
+    n: int
+    best: bool = False
+
+
+@dataclass
+class Row:
+    keys: tuple[str, ...]
+    cells: dict[str, Cell]
+    reference: bool = False
+
+
+@dataclass
+class Table:
+    """A rendered-format-neutral table; ``dropped`` says which values were refused and why."""
+
+    name: str
+    title: str
+    key_names: list[str]
+    columns: list[str]
+    headers: dict[str, str]
+    formats: dict[str, Format]
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def header(self, col: str) -> str:
+        return self.headers.get(col, col)
+
+    def cell_text(self, row: Row, col: str, pm: str = "±") -> str:
+        cell = row.cells.get(col)
+        if cell is None:
+            return ""
+        fmt = self.formats[col]
+        return fmt(cell.mean) + (f" {pm} {fmt(cell.std)}" if cell.std is not None else "")
+
+
+def fixed(digits: int) -> Format:
+    return lambda v: f"{v:.{digits}f}"
+
+
+def human_count(v: float) -> str:
+    """Parameter counts the way papers print them (1.84M, 135M)."""
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.0f}"
+
+
+def higher_is_better(metric: str) -> bool:
+    return not any(token in metric.lower() for token in LOWER_IS_BETTER)
+
+
+def value_format(unit: str, metric: str) -> tuple[float, Format, str]:
+    """(scale, format, unit shown) for a tidy unit; fractions are shown in percent / points."""
+    if unit == "fraction":
+        return 100.0, fixed(1), "%"
+    if unit == "bytes":
+        return 1 / 2**20, fixed(1), "MiB"
+    if unit == "count":
+        return 1.0, human_count, ""
+    if unit == "tokens/s":
+        return 1.0, fixed(0), "tokens/s"
+    return 1.0, lambda v: f"{v:.3g}", unit or ""
+
+
+# -- compatibility ---------------------------------------------------------------------------
+
+def _compat_key(row: pd.Series) -> tuple[tuple[str, str], ...]:
+    fields = COST_COMPAT if row.get("phase") == "train" else EVAL_COMPAT
+    return tuple((f, str(row[f])) for f in fields if f in row.index)
+
+
+def _who(rows: pd.DataFrame) -> str:
+    names = sorted({f"{r.model}/{r.label}/seed {r.seed}" for r in rows.itertuples()})
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
+def drop_mixed(data: pd.DataFrame, col: str, headers: dict[str, str],
+               allow_mixed: bool) -> tuple[pd.DataFrame, list[str]]:
+    """Keep, per column, only values measured the same way as most runs in that column.
+
+    Two accuracies from different protocols, test data or test-set sizes are different
+    quantities; averaging or ranking them is the error this refuses. The majority setting (by
+    number of runs) is kept so one stray run does not empty a column. With ``allow_mixed`` the
+    values stay and the note says the column is mixed.
+    """
+    if data.empty:
+        return data, []
+    keys = data.apply(_compat_key, axis=1)
+    found: dict[tuple[str, str], list[str]] = {}  # (who, how they differ) -> columns, for one note each
+    drop = pd.Series(False, index=data.index)
+    for value, idx in data.groupby(col, sort=False).groups.items():
+        counts = {k: data.loc[idx][keys.loc[idx] == k].run_id.nunique() for k in set(keys.loc[idx])}
+        if len(counts) < 2:
+            continue
+        kept = sorted(counts, key=lambda k: (-counts[k], str(k)))[0]
+        for key in sorted((k for k in counts if k != kept), key=str):
+            diff = ", ".join(f"{f}={v} (kept {kv})" for (f, v), (_, kv) in zip(key, kept) if v != kv)
+            sel = idx[(keys.loc[idx] == key).to_numpy()]
+            found.setdefault((_who(data.loc[sel]), diff), []).append(headers.get(str(value), str(value)))
+            drop.loc[sel] = not allow_mixed
+    verb = "MIXED (--allow-mixed), includes" if allow_mixed else "dropped values of"
+    notes = [f"{', '.join(cols)}: {verb} {who}: {diff}" + ("" if allow_mixed else "; --allow-mixed includes them")
+             for (who, diff), cols in found.items()]
+    return data[~drop], notes
+
+
+# -- the generic pivot -----------------------------------------------------------------------
+
+def _tuple(index_value: object) -> tuple[str, ...]:
+    return index_value if isinstance(index_value, tuple) else (index_value,)  # type: ignore[return-value]
+
+
+def pivot(data: pd.DataFrame, rows: list[str], col: str, *, name: str, title: str,
+          order: list[str] | None = None, headers: dict[str, str] | None = None,
+          formats: dict[str, Format] | None = None, default_format: Format = fixed(1),
+          better: dict[str, bool] | bool | None = True, avg: str | None = None,
+          allow_mixed: bool = False) -> Table:
+    """Rows x columns of ``data.value``: mean ± std over the runs (seeds) in each cell.
+
+    ``avg`` adds a column averaging a row's columns per seed first (a seed counts only when it
+    has every column), then across seeds, so its ± is the spread of the average itself.
+    ``better``: True/False (higher/lower is better for every column), a per-column dict, or
+    None for no marking.
+    """
+    headers = dict(headers or {})
+    data = data.assign(**{c: data[c].astype(str) for c in [*rows, col]})
+    data, dropped = drop_mixed(data, col, headers, allow_mixed)
+    present = set(data[col])
+    columns = [c for c in (order or list(dict.fromkeys(data[col]))) if c in present]
+    keys = list(dict.fromkeys(map(tuple, data[rows].to_numpy().tolist())))
+    reference = set(map(tuple, data[data.reference.astype(bool)][rows].to_numpy().tolist())) \
+        if "reference" in data else set()
+    stats = data.groupby([*rows, col], sort=False).value.agg(["mean", "std", "count"])
+    cells: dict[tuple[str, ...], dict[str, Cell]] = {k: {} for k in keys}
+    for idx, s in stats.iterrows():
+        key, c = _tuple(idx)[:-1], _tuple(idx)[-1]
+        cells[key][c] = Cell(float(s["mean"]), float(s["std"]) if s["count"] > 1 else None, int(s["count"]))
+    if avg and columns:
+        wide = data.groupby([*rows, "seed", col]).value.mean().unstack(col).reindex(columns=columns).dropna()
+        per_seed = wide.mean(axis=1).groupby(level=list(range(len(rows)))).agg(["mean", "std", "count"])
+        for idx, s in per_seed.iterrows():
+            cells[_tuple(idx)][avg] = Cell(float(s["mean"]), float(s["std"]) if s["count"] > 1 else None,
+                                           int(s["count"]))
+        columns.append(avg)
+    fmts = {c: (formats or {}).get(c, default_format) for c in columns}
+    table = Table(name, title, [KEY_HEADERS.get(r, r) for r in rows], columns, headers, fmts,
+                  [Row(k, cells[k], k in reference) for k in keys], dropped=dropped)
+    if "protocol" in data and (data.phase != "train").any():
+        table.notes.append(_setting_note(data[data.phase != "train"]))
+    table.notes += _pooling_notes(data, rows, col)
+    if better is not None:
+        mark_best(table, better)
+    return table
+
+
+def _pooling_notes(data: pd.DataFrame, rows: list[str], col: str) -> list[str]:
+    notes = []
+    multi = data.groupby([*rows, col]).run_id.nunique()
+    if (multi > 1).any():
+        seeds = sorted(set(data.seed.astype(str)))
+        notes.append(f"cells with several runs show mean ± sample std (ddof=1) over seeds {', '.join(seeds)}")
+    for extra in ("model", "label"):
+        if extra not in rows and extra != col and extra in data and \
+                (data.groupby([*rows, col])[extra].nunique() > 1).any():
+            notes.append(f"some cells pool runs of different {KEY_HEADERS.get(extra, extra).lower()}s "
+                         f"(group by {extra} to separate them)")
+    return notes
+
+
+def mark_best(table: Table, better: dict[str, bool] | bool) -> None:
+    """Bold the best value per column among method rows; ties at the shown precision all count."""
+    for col in table.columns:
+        higher = better.get(col, True) if isinstance(better, dict) else better
+        cand = [r.cells[col] for r in table.rows if not r.reference and col in r.cells
+                and not math.isnan(r.cells[col].mean)]
+        if len(cand) < 2:
+            continue
+        fmt = table.formats[col]
+        best = fmt((max if higher else min)(c.mean for c in cand))
+        if all(fmt(c.mean) == best for c in cand):
+            continue  # a tie everywhere ranks nothing
+        for c in cand:
+            c.best = fmt(c.mean) == best
+
+
+# -- paper layouts ---------------------------------------------------------------------------
+
+def _sort_rows(data: pd.DataFrame) -> pd.DataFrame:
+    return data.sort_values(["model", "reference", "label"], ascending=[True, False, True], kind="stable")
+
+
+def _setting_note(data: pd.DataFrame) -> str:
+    limits = sorted({int(x) for x in data.eval_limit.dropna()})
+    shown = ", ".join("all" if x == 0 else str(x) for x in limits)
+    return (f"protocol: {', '.join(sorted(set(data.protocol.dropna().astype(str))))}; "
+            f"test items per task: {shown or '?'}")
+
+
+def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False) -> list[Table]:
+    """The commonsense table in the LLM-Adapters / DoRA / LoSiA layout, plus one for other tasks.
+
+    Accuracy after training, on tasks the run trained on (an untrained task is a retention
+    task, reported under forgetting), in percent; a base-model row (before training) and a
+    chance row as references.
+    """
+    df = res.df
+    after = df[(df.phase == "after") & (df.metric == metric) & trained_on(df)]
+    if after.empty:
+        return []
+    base = df[df.phase.isin(["before", "eval"]) & (df.metric == metric) & df.model.isin(set(after.model))]
+    base = base.drop_duplicates(["model", "task", "protocol", "data_sha256", "eval_limit", "value"])
+    base = base.assign(label=BASE_LABEL, reference=True)
+    data = _sort_rows(pd.concat([base, after])).assign(value=lambda d: d.value * 100)
+    others = sorted(set(after.task) - set(TASKS))
+    tables = []
+    for name, title, tasks in (("commonsense", "Commonsense reasoning", [t for t in TASKS if t in set(after.task)]),
+                               ("accuracy", "Other tasks", others)):
+        if not tasks:
+            continue
+        part = data[data.task.isin(tasks)]
+        table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=TASK_HEADERS,
+                      title=f"{title}: {metric} after training (%)", avg="Avg", allow_mixed=allow_mixed)
+        chance = part.dropna(subset=["chance"]).groupby("task").chance.first() * 100
+        cells = {t: Cell(float(chance[t]), None, 1) for t in table.columns if t in chance}
+        if all(t in cells for t in table.columns[:-1]):
+            cells["Avg"] = Cell(float(chance[table.columns[:-1]].mean()), None, 1)
+        if cells:
+            table.rows.append(Row(("", "chance"), cells, reference=True))
+        tables.append(table)
+    return tables
+
+
+EFFICIENCY = [  # (metric, header, format, scale)
+    ("trainable_params", "Trainable", human_count, 1.0),
+    ("trainable_pct", "Trainable %", fixed(3), 1.0),
+    ("peak_mem_bytes", "Peak mem (GiB)", fixed(2), 1 / 2**30),
+    ("step_time_s", "Step (s)", fixed(3), 1.0),
+    ("tokens_per_s", "Tokens/s", fixed(0), 1.0),
+    ("train_time_s", "Train (s)", fixed(1), 1.0),
+    ("calibration_time_s", "Calib. (s)", fixed(2), 1.0),
+    ("activation_bytes", "Activations (MiB)", fixed(1), 1 / 2**20),
+]
+
+
+def peak_memory(costs: pd.DataFrame) -> pd.DataFrame:
+    """Per run, the allocator peak on GPU, else the process RSS peak (measurement.md, Memory)."""
+    alloc = costs[costs.metric == "peak_mem_allocated_bytes"]
+    rss = costs[(costs.metric == "peak_rss_bytes") & ~costs.run_id.isin(set(alloc.run_id))]
+    return pd.concat([alloc, rss]).assign(metric="peak_mem_bytes", unit="bytes")
+
+
+def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
+    """Cost figures per (model, method), one table per device: costs only compare on one device."""
+    costs = res.df[res.df.phase == "train"]
+    costs = pd.concat([costs, peak_memory(costs)])
+    scale = {m: s for m, _, _, s in EFFICIENCY}
+    costs = costs[costs.metric.isin(set(scale))]
+    costs = costs.assign(value=costs.value.astype(float) * costs.metric.map(scale))
+    devices = sorted(set(costs.device))
+    tables = []
+    for device in devices:
+        part = _sort_rows(costs[costs.device == device])
+        gpu = device.startswith("cuda")
+        headers = {m: h for m, h, _, _ in EFFICIENCY}
+        headers["peak_mem_bytes"] = "Peak alloc (GiB)" if gpu else "Peak RSS (GiB)"
+        name = "efficiency" if len(devices) == 1 else f"efficiency-{_slug(device)}"
+        table = pivot(part, ["model", "label"], "metric", name=name, title=f"Efficiency on {device}",
+                      order=[m for m, _, _, _ in EFFICIENCY], headers=headers,
+                      formats={m: f for m, _, f, _ in EFFICIENCY},
+                      better={m: higher_is_better(m) for m in scale}, allow_mixed=allow_mixed)
+        table.notes.insert(0, "step time: median over timed steps; peak memory: "
+                           + ("CUDA allocator peak during training" if gpu else "process RSS peak during training")
+                           + "; activations: bytes saved for backward in one profiled step")
+        tables.append(table)
+    return tables
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
+
+
+# -- forgetting ------------------------------------------------------------------------------
+
+def retention_data(df: pd.DataFrame) -> pd.DataFrame:
+    """Forgetting (before − after accuracy) on tasks a run did not train on, one row per run/task.
+
+    Recorded ``forgetting`` metrics win; otherwise computed from ``acc`` before and after.
+    """
+    recorded = df[(df.metric == "forgetting") & ~df.phase.astype(str).str.startswith("stage-")]
+    acc = df[df.metric == "acc"]
+    after = acc[(acc.phase == "after") & ~trained_on(acc)]
+    before = acc[acc.phase == "before"][["run_id", "task", "value"]]
+    merged = after.merge(before, on=["run_id", "task"], suffixes=("", "_before"))
+    computed = merged.assign(value=merged.value_before - merged.value, metric="forgetting")
+    computed = computed[~computed.set_index(["run_id", "task"]).index.isin(
+        recorded.set_index(["run_id", "task"]).index)][df.columns]
+    return pd.concat([recorded, computed]).assign(phase="retention")
+
+
+def forgetting_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
+    """Retention table (forgetting per task and mean) and, for sequential runs, final accuracy and BWT."""
+    tables = []
+    retention = retention_data(res.df)
+    if not retention.empty:
+        data = _sort_rows(retention.assign(value=retention.value * 100))
+        table = pivot(data, ["model", "label"], "task", name="forgetting", headers=TASK_HEADERS,
+                      order=TASKS + sorted(set(data.task) - set(TASKS)), avg="Mean", better=False,
+                      title="Forgetting on retention tasks (accuracy before − after, points; positive = lost)",
+                      allow_mixed=allow_mixed)
+        tables.append(table)
+    seq = sequential_data(res.df)
+    if not seq.empty:
+        tables.append(pivot(_sort_rows(seq), ["model", "label"], "metric", name="sequential",
+                            title="Sequential training (points)", order=["final_acc", "bwt", "forgetting_mean"],
+                            headers={"final_acc": "Final avg acc", "bwt": "BWT", "forgetting_mean": "Mean forgetting"},
+                            better={"final_acc": True, "bwt": True, "forgetting_mean": False},
+                            allow_mixed=allow_mixed))
+    return tables
+
+
+def stage_number(phase: str) -> int | None:
+    """``stage-3`` -> 3; None for any other phase."""
+    head, _, num = str(phase).partition("-")
+    return int(num) if head == "stage" and num.isdigit() else None
+
+
+def sequential_matrix(df: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """R[i][j] of one run: accuracy on task j (columns, training order) after stage i (rows)."""
+    acc = df[(df.run_id == run_id) & (df.metric == "acc")]
+    acc = acc[acc.phase.map(stage_number).notna()]
+    if acc.empty:
+        return pd.DataFrame()
+    order = [t for t in str(acc.train_tasks.iloc[0]).split("+") if t in set(acc.task)]
+    matrix = acc.pivot_table(index="phase", columns="task", values="value", aggfunc="mean")
+    matrix = matrix.loc[sorted(matrix.index, key=stage_number)]
+    return matrix[order + sorted(set(matrix.columns) - set(order))]
+
+
+def sequential_data(df: pd.DataFrame) -> pd.DataFrame:
+    """Per sequential run: final average accuracy, BWT (recorded, else computed) and mean forgetting.
+
+    BWT = mean_{j<n} (R[n][j] − R[j][j]) needs stage j to be the one trained on task j, assumed
+    when the run has one stage per training task (stages in numeric order = training order).
+    """
+    rows = []
+    staged = df[df.phase.map(stage_number).notna()]
+    for run_id, g in staged.groupby("run_id", sort=False):
+        matrix = sequential_matrix(df, run_id)
+        if matrix.empty:
+            continue
+        base = {**g.iloc[0].to_dict(), "task": g.iloc[0].train_tasks,
+                "data_sha256": "+".join(sorted(set(g.data_sha256.dropna().astype(str))))}
+        values = {"final_acc": float(matrix.iloc[-1].mean())}
+        trained = str(base["train_tasks"]).split("+")
+        if len(matrix) == len(trained) == len(matrix.columns) and list(matrix.columns) == trained and len(trained) > 1:
+            last, n = matrix.iloc[-1], len(trained)
+            values["bwt"] = float(sum(last.iloc[j] - matrix.iloc[j, j] for j in range(n - 1)) / (n - 1))
+            values["forgetting_mean"] = float(sum(matrix.iloc[:-1, j].max() - last.iloc[j]
+                                                  for j in range(n - 1)) / (n - 1))
+        recorded = df[(df.run_id == run_id) & (df.metric.str.lower() == "bwt")]
+        if not recorded.empty:
+            values["bwt"] = float(recorded.value.iloc[-1])
+        rows += [{**base, "metric": m, "phase": "sequential", "value": v * 100} for m, v in values.items()]
+    return pd.DataFrame(rows, columns=df.columns)
+
+
+# -- allocated ranks -------------------------------------------------------------------------
+
+MATRIX_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def first_runs(res: Results, has: Callable[[Run], bool]) -> list[Run]:
+    """The lowest-seed finished run of each (model, method label) for which ``has`` holds.
+
+    Per-run figures (allocations, logs) are shown for one seed, not averaged: averaging
+    ranks across seeds would describe an allocation no run used.
+    """
+    chosen: dict[tuple[str, str], Run] = {}
+    for run in sorted(res.ok_runs(), key=lambda r: (r.config.get("seed", 0), r.run_id)):
+        key = (run.config.get("model", "?"), run.label)
+        if key not in chosen and has(run):
+            chosen[key] = run
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def rank_data(run: Run) -> pd.DataFrame:
+    """One row per adapted matrix: layer, matrix type, allocated rank."""
+    rows = [{"layer": split_module(name)[0], "matrix": split_module(name)[1], "value": float(rank),
+             "run_id": run.run_id, "seed": run.config.get("seed", 0), "model": run.config.get("model"),
+             "label": run.label} for name, rank in allocated_ranks(run.record).items()]
+    layer_order = lambda s: s.map(lambda x: int(x) if x.isdigit() else 10**9)  # noqa: E731
+    return pd.DataFrame(rows).sort_values("layer", key=layer_order, kind="stable")
+
+
+def ranks_tables(res: Results) -> list[Table]:
+    """Allocated rank per (layer, matrix) for rank-allocating methods (Sensitivity-LoRA, AdaLoRA)."""
+    tables = []
+    for run in first_runs(res, lambda r: bool(allocated_ranks(r.record))):
+        data = rank_data(run)
+        matrices = [m for m in MATRIX_ORDER if m in set(data.matrix)] + sorted(set(data.matrix) - set(MATRIX_ORDER))
+        table = pivot(data, ["layer"], "matrix", name=f"ranks-{_slug(run.config.get('model', ''))}-{_slug(run.label)}",
+                      title=f"Allocated ranks: {run.config.get('model')} / {run.label} (seed {run.config.get('seed')})",
+                      order=matrices, default_format=fixed(0), better=None)
+        table.notes = [f"{len(data)} matrices, total rank {int(data.value.sum())}, "
+                       f"min {int(data.value.min())}, max {int(data.value.max())}; run {run.run_id}"]
+        tables.append(table)
+    return tables
+
+
+# -- any metric by any grouping --------------------------------------------------------------
+
+def custom_table(res: Results, rows: list[str], col: str, metric: str, phase: str | None,
+                 allow_mixed: bool = False) -> Table:
+    """``--rows A,B --cols C --metric M --phase P``; ``method`` means the variant label."""
+    df = res.df
+    data = df[df.metric == metric]
+    data = pd.concat([data, peak_memory(df)]) if metric == "peak_mem_bytes" else data
+    if phase:
+        data = data[data.phase == phase]
+    if data.empty:
+        raise ReportError(f"no values for metric {metric!r} in phase {phase!r}; metrics: "
+                          f"{', '.join(sorted(set(df.metric)))}; phases: {', '.join(sorted(set(df.phase)))}")
+    title = f"{' × '.join(rows)} by {col}"
+    rename = lambda k: "label" if k == "method" else k  # noqa: E731
+    rows, col = [rename(r) for r in rows], rename(col)
+    unknown = [k for k in [*rows, col] if k not in df.columns]
+    if unknown:
+        raise ReportError(f"unknown grouping {', '.join(unknown)}; use any of method, {', '.join(df.columns)}")
+    scale, fmt, unit = value_format(str(data.unit.iloc[0]), metric)
+    data = data.assign(value=data.value.astype(float) * scale)
+    headers = TASK_HEADERS if col == "task" else {}
+    return pivot(data.sort_values([*rows, col], kind="stable"), rows, col, name="custom", headers=headers,
+                 title=f"{metric}{f' ({unit})' if unit else ''}, phase {phase or 'any'}: {title}",
+                 order=TASKS + sorted(set(data[col].astype(str)) - set(TASKS)) if col == "task" else None,
+                 default_format=fmt, better=higher_is_better(metric),
+                 avg="Avg" if col == "task" and unit == "%" else None, allow_mixed=allow_mixed)
