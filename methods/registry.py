@@ -14,6 +14,7 @@ _MODULES = [
     "methods.full",
     "methods.peft_tuners",
     "methods.losia",
+    "methods.galore",
     "methods.localized_lora",
 ]
 

@@ -1,0 +1,125 @@
+"""One target matrix's subnet, and LoSiA-Pro's linear layer that only computes its block gradient.
+
+Plain LoSiA keeps the model's nn.Linear untouched (the weight requires grad, autograd computes
+the full gradient) and reads the block out of ``weight.grad``. LoSiA-Pro swaps in
+``SubnetLinear``: the weight does *not* require grad, and a custom backward saves only the
+input columns C and writes grad_out[..., R]^T @ x[..., C] into a block-shaped buffer, except
+while its layer is profiled, when it saves the full input and produces the full gradient that
+the importance estimate needs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Subnet:
+    """The trainable block W[R, C] of one target weight and its gradient buffers.
+
+    ``block_grad()`` is what the optimizer and the clipping read, whichever variant filled it.
+    """
+
+    def __init__(self, name: str, slot: int, layer: int | str, weight: nn.Parameter,
+                 rows: torch.Tensor, cols: torch.Tensor, efficient: bool) -> None:
+        self.name, self.slot, self.layer = name, slot, layer
+        self.matrix = name.rsplit(".", 1)[-1]
+        self.weight = weight
+        self.efficient = efficient
+        self.profiling = False
+        self._block: torch.Tensor | None = None  # |R| x |C| gradient
+        self._full: torch.Tensor | None = None  # LoSiA-Pro only, inside a profiling window
+        # a leaf requiring grad keeps the custom backward in the graph even when neither the
+        # input nor the (frozen) weight requires grad, e.g. layer 0 with frozen embeddings
+        self.anchor = torch.empty(0, device=weight.device, requires_grad=True) if efficient else None
+        self.set_index(rows, cols)
+
+    def set_index(self, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        self.rows = rows.to(self.weight.device)
+        self.cols = cols.to(self.weight.device)
+        self.all_cols = cols.numel() == self.weight.shape[1]
+        self.index = (self.rows.unsqueeze(1), self.cols.unsqueeze(0))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.numel(), self.cols.numel()
+
+    def full_grad(self) -> torch.Tensor | None:
+        """The full weight gradient if this variant holds one at the moment (importance needs it)."""
+        return self._full if self.efficient else self.weight.grad
+
+    def block_grad(self) -> torch.Tensor | None:
+        """The gradient of W[R, C]; sliced once per step from the full gradient when there is one."""
+        if self._block is None:
+            full = self.full_grad()
+            if full is not None:
+                self._block = full[self.index]
+        return self._block
+
+    def grad_tensors(self) -> list[torch.Tensor]:
+        """Gradient buffers this subnet holds right now (for the memory breakdown)."""
+        return [t for t in (self._block, self.full_grad()) if t is not None]
+
+    def add_block(self, grad_rows_t: torch.Tensor, x_cols: torch.Tensor) -> None:
+        if self._block is None:
+            self._block = grad_rows_t.mm(x_cols)
+        else:  # gradient accumulation over micro-batches
+            self._block.addmm_(grad_rows_t, x_cols)
+
+    def add_full(self, grad: torch.Tensor) -> None:
+        if self._full is None:
+            self._full = grad
+        else:
+            self._full.add_(grad)
+
+    def clear_grads(self) -> None:
+        self._block = None
+        self._full = None
+
+
+class _SubnetLinearFn(torch.autograd.Function):
+    """y = x W^T whose backward gives grad_x in full but only the block of grad_W."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, anchor: torch.Tensor, subnet: Subnet) -> torch.Tensor:
+        ctx.subnet = subnet
+        ctx.profiling = subnet.profiling
+        ctx.rows = subnet.rows
+        keep_full = subnet.profiling or subnet.all_cols
+        ctx.save_for_backward(x if keep_full else x.index_select(-1, subnet.cols), weight)
+        return F.linear(x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        saved, weight = ctx.saved_tensors
+        grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
+        x_2d = saved.reshape(-1, saved.shape[-1])
+        if ctx.profiling:
+            ctx.subnet.add_full(grad_2d.t().mm(x_2d))
+        else:
+            ctx.subnet.add_block(grad_2d.index_select(1, ctx.rows).t(), x_2d)
+        grad_x = grad_out.matmul(weight) if ctx.needs_input_grad[0] else None
+        return grad_x, None, None, None
+
+
+class SubnetLinear(nn.Linear):
+    """Drop-in replacement of an nn.Linear for LoSiA-Pro; shares the original parameters.
+
+    Parameter names are unchanged (``...q_proj.weight``), so state dicts and evaluation see a
+    plain linear layer; without autograd it is exactly ``F.linear``.
+    """
+
+    def __init__(self, base: nn.Linear, subnet: Subnet) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight = base.weight
+        self.register_parameter("bias", base.bias)
+        self.subnet = subnet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        out = _SubnetLinearFn.apply(x, self.weight, self.subnet.anchor, self.subnet)
+        return out if self.bias is None else out + self.bias
