@@ -58,7 +58,8 @@ def _grid_argv(cfg: dict[str, Any], device: str, methods: list[str], seeds: list
     if cfg.get("method") == "none":
         return ["bench", "eval", "--model", cfg["model"], "--tasks", ",".join(cfg.get("eval_tasks", [])),
                 "--eval-limit", str(train.get("eval_limit", 0)), "--device", device]
-    budget = ["--max-steps", str(train["max_steps"])] if train.get("max_steps") else ["--epochs", f"{train.get('epochs', 0):g}"]
+    budget = (["--max-steps", str(train["max_steps"])] if train.get("max_steps")
+              else ["--epochs", f"{train.get('epochs', 0):g}"])
     argv = ["bench", "run", "--methods", ",".join(methods), "--model", cfg["model"], "--tasks", ",".join(tasks),
             *(["--per-task"] if per_task else []), "--seeds", ",".join(map(str, seeds)), *budget,
             "--eval-limit", str(train.get("eval_limit", 0)), "--device", device]

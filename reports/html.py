@@ -23,7 +23,8 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{padding:3px 9px
 th{border-bottom:2px solid #444;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.ref td{color:#777;font-style:italic}b{color:#000}
 .notes{font-size:12px;color:#555;margin:4px 0 16px}.dropped{background:#fff4d6;border-left:4px solid #e0a800;
-padding:6px 12px;font-size:13px}.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}figure{margin:0}
+padding:6px 12px;font-size:13px}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}figure{margin:0}
 figure img{width:100%;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}pre{background:#f5f5f5;padding:8px;overflow-x:auto;font-size:12px;
 white-space:pre-wrap;word-break:break-all}.small{font-size:12px;color:#555}.wide{overflow-x:auto}.failed{color:#b00020}
@@ -72,7 +73,8 @@ def _env_row(run: Run) -> str:
     status = _e(run.status)
     if run.status != "ok":
         err = rec.get("error", {})
-        status = f'<span class="failed">{status}: {_e(err.get("type", ""))} {_e(str(err.get("message", ""))[:200])}</span>'
+        message = str(err.get("message", ""))[:200]
+        status = f'<span class="failed">{status}: {_e(err.get("type", ""))} {_e(message)}</span>'
     cells = [run.run_id, run.config.get("model", "?"), run.label, run.config.get("seed", "?"), run.device,
              *(packages.get(p) or "-" for p in ENV_PACKAGES), env.get("python", "-"), commit,
              rec.get("started", "-"), rec.get("ended", "-")]
@@ -96,7 +98,8 @@ def commands_html(cmds: list[Command]) -> str:
         if cmd.settings:
             parts.append("<details><summary class=small>method settings as recorded (pass the ones that differ "
                          "from that commit's defaults as --set METHOD.KEY=VALUE)</summary><pre>"
-                         + _e("\n".join(f"{label}: {json.dumps(settings, sort_keys=True)}" for label, settings in cmd.settings.items()))
+                         + _e("\n".join(f"{label}: {json.dumps(settings, sort_keys=True)}"
+                                        for label, settings in cmd.settings.items()))
                          + "</pre></details>")
     return "\n".join(parts)
 

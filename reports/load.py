@@ -75,7 +75,7 @@ def find_run_files(root: Path) -> list[Path]:
     root = Path(root)
     if (root / "run.json").is_file():
         return [root / "run.json"]
-    return sorted(p for p in root.rglob("run.json") if "cache" not in p.relative_to(root).parts)
+    return sorted(root.rglob("run.json"))
 
 
 def _variant_fields(cfg: dict[str, Any]) -> dict[str, str]:

@@ -155,7 +155,8 @@ def memory_breakdown(res: Results, out: Path) -> list[Figure]:
 def loss_curves(res: Results, out: Path, smooth: int = 5) -> list[Figure]:
     """Training loss per step, mean over seeds (band: min-max), one panel per model and training set."""
     rows = [{"model": r.config.get("model"), "train": "+".join(r.config.get("train_tasks", [])), "label": r.label,
-             "seed": r.config.get("seed"), "step": s["step"], "loss": s["loss"]} for r in res.ok_runs() for s in r.steps]
+             "seed": r.config.get("seed"), "step": s["step"], "loss": s["loss"]}
+            for r in res.ok_runs() for s in r.steps]
     if not rows:
         return []
     steps = pd.DataFrame(rows)

@@ -13,10 +13,10 @@ from reports.tables import Row, Table
 EMPTY = "–"
 
 
-def _cells(table: Table, row: Row, bold: tuple[str, str], pm: str = "±", empty: str = EMPTY) -> list[str]:
+def _cells(table: Table, row: Row, bold: tuple[str, str], empty: str = EMPTY) -> list[str]:
     out = []
     for col in table.columns:
-        text = table.cell_text(row, col, pm) or empty
+        text = table.cell_text(row, col) or empty
         cell = row.cells.get(col)
         out.append(f"{bold[0]}{text}{bold[1]}" if cell is not None and cell.best else text)
     return out

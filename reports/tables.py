@@ -9,6 +9,7 @@ model and chance are references, not competitors). Rendering lives in ``reports.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -63,12 +64,12 @@ class Table:
     def header(self, col: str) -> str:
         return self.headers.get(col, col)
 
-    def cell_text(self, row: Row, col: str, pm: str = "±") -> str:
+    def cell_text(self, row: Row, col: str) -> str:
         cell = row.cells.get(col)
         if cell is None:
             return ""
         fmt = self.formats[col]
-        return fmt(cell.mean) + (f" {pm} {fmt(cell.std)}" if cell.std is not None else "")
+        return fmt(cell.mean) + (f" ± {fmt(cell.std)}" if cell.std is not None else "")
 
 
 def fixed(digits: int) -> Format:
@@ -192,17 +193,19 @@ def pivot(data: pd.DataFrame, rows: list[str], col: str, *, name: str, title: st
 
 
 def _pooling_notes(data: pd.DataFrame, rows: list[str], col: str) -> list[str]:
-    notes = []
-    multi = data.groupby([*rows, col]).run_id.nunique()
-    if (multi > 1).any():
-        seeds = sorted(set(data.seed.astype(str)))
-        notes.append(f"cells with several runs show mean ± sample std (ddof=1) over seeds {', '.join(seeds)}")
-    for extra in ("model", "label"):
-        if extra not in rows and extra != col and extra in data and \
-                (data.groupby([*rows, col])[extra].nunique() > 1).any():
-            notes.append(f"some cells pool runs of different {KEY_HEADERS.get(extra, extra).lower()}s "
-                         f"(group by {extra} to separate them)")
-    return notes
+    """Say what a cell with several values pooled: seeds (expected) or something else (a choice)."""
+    cells = data.groupby([*rows, col])
+    if not (cells.value.count() > 1).any():
+        return []
+    varying = [d for d in ("seed", "task", "model", "label", "device")
+               if d in data and d not in rows and d != col and (cells[d].nunique() > 1).any()]
+    seeds = ", ".join(sorted(set(data.seed.astype(str))))
+    pooled = ", ".join(KEY_HEADERS.get(d, d).lower() for d in varying) or "repeated runs"
+    note = f"cells with several values show mean ± sample std (ddof=1), pooled across {pooled}"
+    if varying == ["seed"]:
+        return [f"{note} ({seeds})"]
+    return [f"{note}; group by {', '.join(d for d in varying if d != 'seed')} to separate them"
+            if any(d != "seed" for d in varying) else note]
 
 
 def mark_best(table: Table, better: dict[str, bool] | bool) -> None:
@@ -314,7 +317,7 @@ def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
 
 
 # -- forgetting ------------------------------------------------------------------------------
