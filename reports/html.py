@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import html
 from datetime import datetime, timezone
 
@@ -27,7 +28,7 @@ padding:6px 12px;font-size:13px}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}figure{margin:0}
 figure img{width:100%;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}pre{background:#f5f5f5;padding:8px;overflow-x:auto;font-size:12px;
-white-space:pre-wrap;word-break:break-all}.small{font-size:12px;color:#555}.wide{overflow-x:auto}.failed{color:#b00020}
+white-space:pre-wrap;overflow-wrap:anywhere}.small{font-size:12px;color:#555}.wide{overflow-x:auto}.failed{color:#b00020}
 """
 
 ENV_PACKAGES = ("torch", "transformers", "peft")
@@ -89,12 +90,24 @@ def runs_html(res: Results) -> str:
             f"<tbody>{rows}</tbody></table></div>")
 
 
+def _continued(command: str, width: int = 100) -> str:
+    """A long command as shell lines joined by backslashes: readable, and still pastes as one command."""
+    if len(command) <= width:
+        return command
+    lines: list[list[str]] = [[]]
+    for token in shlex.split(command):
+        if token.startswith("--") and lines[-1]:
+            lines.append([])
+        lines[-1].append(shlex.quote(token))
+    return " \\\n    ".join(" ".join(line) for line in lines)
+
+
 def commands_html(cmds: list[Command]) -> str:
     parts = []
     for cmd in cmds:
         origin = "as recorded in run.json" if cmd.recorded else "reconstructed from run.json config"
         parts.append(f'<p class="small">{len(cmd.run_ids)} run(s), {origin}, git commit '
-                     f"{_e(', '.join(sorted(cmd.commits)))}</p><pre>{_e(cmd.text)}</pre>")
+                     f"{_e(', '.join(sorted(cmd.commits)))}</p><pre>{_e(_continued(cmd.text))}</pre>")
         if cmd.settings:
             parts.append("<details><summary class=small>method settings as recorded (pass the ones that differ "
                          "from that commit's defaults as --set METHOD.KEY=VALUE)</summary><pre>"

@@ -466,7 +466,8 @@ def custom_table(res: Results, rows: list[str], col: str, metric: str, phase: st
     rows, col = [rename(r) for r in rows], rename(col)
     unknown = [k for k in [*rows, col] if k not in df.columns]
     if unknown:
-        raise ReportError(f"unknown grouping {', '.join(unknown)}; use any of method, {', '.join(df.columns)}")
+        valid = [c for c in df.columns if c not in ("label", "value", "stderr", "n", "reference", "source")]
+        raise ReportError(f"unknown grouping {', '.join(unknown)}; use any of method, {', '.join(valid)}")
     scale, fmt, unit = value_format(str(data.unit.iloc[0]), metric)
     data = data.assign(value=data.value.astype(float) * scale)
     headers = TASK_HEADERS if col == "task" else {}
