@@ -28,7 +28,8 @@ padding:6px 12px;font-size:13px}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}figure{margin:0}
 figure img{width:100%;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}pre{background:#f5f5f5;padding:8px;overflow-x:auto;font-size:12px;
-white-space:pre-wrap;overflow-wrap:anywhere}.small{font-size:12px;color:#555}.wide{overflow-x:auto}.failed{color:#b00020}
+white-space:pre-wrap;overflow-wrap:anywhere}.small{font-size:12px;color:#555}.wide{overflow-x:auto}
+.failed{color:#b00020}
 """
 
 ENV_PACKAGES = ("torch", "transformers", "peft")
