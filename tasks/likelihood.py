@@ -1,0 +1,249 @@
+"""Batched multiple-choice log-likelihood scoring: the evaluation hot path.
+
+Each choice is a (context, continuation) request tokenized exactly like lm-evaluation-harness's
+HFLM (``tasks.formatting.encode_pair``; left truncation to the model's length), so per-item
+choices agree with lm-eval. It is faster than scoring every request on its own because:
+
+* requests with the same context share one sequence: the context is followed by the inputs of
+  all its continuations, and a 4D attention mask lets each continuation see the context and its
+  own tokens only, with positions restarting after the context. A continuation's first token is
+  predicted from the last context position, so single-token choices (BoolQ's " no"/" yes") cost
+  one context pass in total;
+* sequences are sorted by length to limit padding;
+* only the hidden states at scored positions go through the output head (a pre-hook gathers
+  them), so full-vocabulary log-probs (49,152 wide on SmolLM2) exist for those positions only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tasks.base import Example, Task
+from tasks.formatting import encode_pair
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither config nor tokenizer give one
+
+
+@dataclass
+class Row:
+    """One sequence of a batch: a context, then the inputs of one or more continuations."""
+
+    context: list[int]
+    conts: list[tuple[int, list[int]]] = field(default_factory=list)  # (request index, token ids)
+
+    def __len__(self) -> int:
+        return len(self.context) + sum(len(c) - 1 for _, c in self.conts)
+
+
+def resolve_max_length(model: nn.Module, tokenizer: Any) -> int:
+    """Longest input, found where lm-eval looks: model config, then tokenizer, then 2048."""
+    config = getattr(model, "config", None)
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if value := getattr(config, attr, None):
+            return int(value)
+    value = getattr(tokenizer, "model_max_length", None)
+    return int(value) if value and value < 10**9 else DEFAULT_MAX_LENGTH
+
+
+def can_share_prefix(model: nn.Module) -> bool:
+    """Custom 4D masks work with sdpa/eager attention, not flash kernels or prompt-learning adapters."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    peft_cfg = getattr(model, "active_peft_config", None)
+    return impl in {"sdpa", "eager"} and not getattr(peft_cfg, "is_prompt_learning", False)
+
+
+def build_rows(
+    tokenizer: Any, requests: Sequence[tuple[str, str]], max_length: int, share: bool
+) -> list[Row]:
+    """Tokenize requests and group those with identical (truncated) context tokens."""
+    rows: dict[Any, Row] = {}
+    cache: dict[str, list[int]] = {}
+    for i, (context, continuation) in enumerate(requests):
+        ctx, cont = encode_pair(tokenizer, context, continuation, cache)
+        if not cont or len(cont) > max_length:
+            raise ValueError(f"request {i}: continuation has {len(cont)} tokens (needs 1..{max_length}): {continuation!r}")
+        ctx = (ctx + cont)[-(max_length + 1):][: -len(cont)]  # lm-eval's left truncation
+        key = tuple(ctx) if share else i
+        rows.setdefault(key, Row(ctx)).conts.append((i, cont))
+    return list(rows.values())
+
+
+def pack_lines(rows: list[Row], packed: bool) -> list[list[Row]]:
+    """Group a batch's rows into sequences ("lines").
+
+    Packed: first-fit decreasing into lines no longer than the batch's longest row, so short
+    rows fill the room that padding would take, at no extra attention width. Unpacked: one row
+    per line (plain right-padded batch).
+    """
+    if not packed:
+        return [[row] for row in rows]
+    width = max(len(r) for r in rows)
+    lines: list[list[Row]] = []
+    room: list[int] = []
+    for row in sorted(rows, key=len, reverse=True):
+        k = next((k for k, free in enumerate(room) if free >= len(row)), None)
+        if k is None:
+            lines.append([row])
+            room.append(width - len(row))
+        else:
+            lines[k].append(row)
+            room[k] -= len(row)
+    return lines
+
+
+def _batch_tensors(lines: list[list[Row]], pad_id: int) -> dict[str, Any]:
+    """Input ids, per-position (row, segment, position) ids, and every scored token's
+    (line, position, target, request)."""
+    width = max(sum(len(r) for r in line) for line in lines)
+    shape = (len(lines), width)
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    doc = torch.full(shape, -1, dtype=torch.long)  # row within the line; -1 padding
+    seg = torch.full(shape, -1, dtype=torch.long)  # 0 context, s > 0 continuation s
+    pos = torch.zeros(shape, dtype=torch.long)
+    where: list[tuple[int, int, int, int]] = []
+    for b, line in enumerate(lines):
+        at = 0
+        for d, row in enumerate(line):
+            n_ctx, start = len(row.context), at
+            ids[b, at:at + n_ctx] = torch.tensor(row.context)
+            seg[b, at:at + n_ctx] = 0
+            pos[b, at:at + n_ctx] = torch.arange(n_ctx)
+            at += n_ctx
+            for s, (req, cont) in enumerate(row.conts, start=1):
+                n_in = len(cont) - 1  # the last token is only predicted, never fed
+                if n_in:
+                    ids[b, at:at + n_in] = torch.tensor(cont[:-1])
+                    seg[b, at:at + n_in] = s
+                    pos[b, at:at + n_in] = torch.arange(n_ctx, n_ctx + n_in)
+                predictors = [start + n_ctx - 1] + list(range(at, at + n_in))
+                where += [(b, p, t, req) for p, t in zip(predictors, cont)]
+                at += n_in
+            doc[b, start:at] = d
+    b_idx, p_idx, tgt, owner = (torch.tensor(col) for col in zip(*where))
+    return dict(ids=ids, doc=doc, seg=seg, pos=pos, b_idx=b_idx, p_idx=p_idx, tgt=tgt, owner=owner, width=width)
+
+
+def _attention_inputs(t: dict[str, Any], packed: bool, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """2D padding mask, or (packed) a 4D additive mask: same row, causal, context or own segment."""
+    if not packed:
+        return {"attention_mask": (t["doc"] >= 0).long()}
+    doc, seg, width = t["doc"], t["seg"], t["width"]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    same_row = doc[:, None, :] == doc[:, :, None]
+    visible = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+    allowed = causal & same_row & visible
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return {"attention_mask": mask[:, None], "position_ids": t["pos"]}
+
+
+def _token_logprobs(model: nn.Module, t: dict[str, Any], packed: bool, device: torch.device) -> torch.Tensor:
+    """Log-prob of every scored token, computing the output head at scored positions only."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    b_idx, p_idx = t["b_idx"].to(device), t["p_idx"].to(device)
+    width = t["width"]
+
+    def gather(_: nn.Module, args: tuple) -> tuple:
+        hidden = args[0]
+        offset = hidden.shape[1] - width  # virtual tokens some adapters prepend
+        return (hidden[b_idx, p_idx + offset].unsqueeze(0), *args[1:])
+
+    dtype = next(model.parameters()).dtype
+    inputs = {k: v.to(device) for k, v in _attention_inputs(t, packed, dtype).items()}
+    handle = head.register_forward_pre_hook(gather) if head is not None else None
+    try:
+        logits = model(input_ids=t["ids"].to(device), use_cache=False, **inputs).logits
+    finally:
+        if handle is not None:
+            handle.remove()
+    if handle is not None:
+        logits = logits[0]
+    else:
+        logits = logits[b_idx, p_idx + logits.shape[1] - width]
+    return torch.log_softmax(logits.float(), dim=-1).gather(1, t["tgt"].to(device)[:, None]).squeeze(1)
+
+
+def loglikelihoods(
+    model: nn.Module,
+    tokenizer: Any,
+    requests: Sequence[tuple[str, str]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    max_length: int | None = None,
+    share_prefix: bool = True,
+    progress: bool = True,
+    desc: str = "loglikelihood",
+) -> list[float]:
+    """Summed log-likelihood of each continuation given its context, in request order."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    max_length = max_length or resolve_max_length(model, tokenizer)
+    packed = share_prefix and can_share_prefix(model)
+    rows = build_rows(tokenizer, requests, max_length, packed)
+    rows.sort(key=len, reverse=True)  # longest first: padding stays small and OOM shows at once
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sums = torch.zeros(len(requests), dtype=torch.float64)
+    was_training = model.training
+    model.eval()  # adapter dropout must not make scores random
+    try:
+        with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="seq", disable=not progress) as bar:
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start:start + batch_size]
+                t = _batch_tensors(pack_lines(batch, packed), pad_id)
+                logp = _token_logprobs(model, t, packed, device)
+                sums.index_add_(0, t["owner"], logp.double().cpu())
+                bar.update(len(batch))
+    finally:
+        model.train(was_training)
+    return sums.tolist()
+
+
+def choice_length(continuation: str) -> int:
+    """Characters of the choice, without the one-space delimiter before it (lm-eval's ``len(choice)``)."""
+    return len(continuation) - continuation.startswith(" ")
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)  # first maximum, like numpy
+
+
+def score(
+    model: nn.Module,
+    tokenizer: Any,
+    task: Task,
+    examples: Sequence[Example],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    max_length: int | None = None,
+    share_prefix: bool = True,
+) -> list[dict[str, Any]]:
+    """Per-example multiple-choice records: acc from summed log-likelihood, acc_norm per character."""
+    per_example = [task.requests(ex) for ex in examples]
+    flat = [req for reqs in per_example for req in reqs]
+    lls = loglikelihoods(model, tokenizer, flat, batch_size, device, max_length, share_prefix, progress, task.name)
+    records, at = [], 0
+    for ex, reqs in zip(examples, per_example):
+        ll = lls[at:at + len(reqs)]
+        at += len(reqs)
+        lengths = [choice_length(cont) for _, cont in reqs]
+        pred, pred_norm = _argmax(ll), _argmax([v / max(n, 1) for v, n in zip(ll, lengths)])
+        records.append({
+            "id": ex.id, "gold": ex.gold, "pred": pred, "pred_norm": pred_norm,
+            "correct": pred == ex.gold, "correct_norm": pred_norm == ex.gold,
+            "logliks": ll, "lengths": lengths,
+        })
+    return records
+
+
+def accuracy(records: Sequence[dict[str, Any]], key: str = "correct") -> tuple[float, float, int]:
+    """(accuracy, standard error sqrt(p(1-p)/(n-1)), n); NaN where undefined."""
+    n = len(records)
+    if n == 0:
+        return math.nan, math.nan, 0
+    p = sum(bool(r[key]) for r in records) / n
+    return p, math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else math.nan, n

@@ -1,0 +1,154 @@
+"""Where task data comes from: a data folder verified against pinned checksums, or the hub.
+
+The data folder is found in this order: an explicit argument (the CLI's ``--data-dir``), the
+``PEFT_BENCH_DATA`` environment variable, then ``<project root>/../shared/data``. Files are
+never copied into the repository. Every file read is checked against a SHA-256 pinned here, so
+a run's numbers always refer to known bytes; ``TaskData.checksums`` carries them into run
+records. The Hugging Face hub is a fallback only when files are missing and the user opted in
+(``PEFT_BENCH_HUB=1`` or ``configure(hub=True)``): silently switching sources would change what
+a benchmark number means.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+DATA_ENV = "PEFT_BENCH_DATA"
+HUB_ENV = "PEFT_BENCH_HUB"
+
+# SHA-256 of every file the loaders read (from shared/data/SHA256SUMS).
+PINNED: dict[str, str] = {
+    "llm-adapters/dataset/boolq/test.json": "89df2397cbca81dc31adcc6f7f5b635821aa0565aafde46725b2b4bd39b4dfa9",
+    "llm-adapters/dataset/boolq/train.json": "5ccbaceebaddc69765e1c4a363632196b81851d303696672165ab59ec4e48c83",
+    "llm-adapters/dataset/piqa/test.json": "3860d11b9b42e590b6b4bbc1643214d373ed0b0d4ac62fcc7bdceb8e044ad141",
+    "llm-adapters/dataset/social_i_qa/test.json": "71543f41127451945379d106ffedaef502f1c8770dff6d2f543aca85e3080b1d",
+    "llm-adapters/dataset/winogrande/test.json": "6946f5209e7114c65c6d04f8f644c5a061af20d730b1cfe158fff3dc44076fb9",
+    "llm-adapters/dataset/ARC-Easy/test.json": "3f32a84716ca6d57d38728bf80cc8117aecd17445c2cf29a68b571b810eb82dc",
+    "llm-adapters/dataset/ARC-Easy/train.json": "6a06cece3dec32f4fb1c1b0fc29dab14be7cf3053b417290dbc6cd845359f5ff",
+    "llm-adapters/dataset/ARC-Challenge/test.json": "4a89ce368ae01a71d268d9851686738b2a0a1d84271116bab49a1dd2b48ecad7",
+    "llm-adapters/dataset/ARC-Challenge/train.json": "a9debff28aafed86a08211dc3584a3b6cb38edca8c56bb34cd5002ed54aeebfb",
+    "llm-adapters/dataset/openbookqa/test.json": "8479930f7b8a26052c78250280b5465a4016ca7fc806af440d0f37e243f3099e",
+    "llm-adapters/dataset/openbookqa/train.json": "a1e094eeea01f70c0baa880f37497b26700ae99b243927b9c529984de9b1fe90",
+    "hellaswag/hellaswag_val_full.txt.bz2": "50b637899e4263c2bc456c2dc726c95d2c8cd8e2a552ea5bd7719ce3cb03fe5b",
+}
+
+
+class DataError(RuntimeError):
+    """Task data is missing, differs from the pinned release, or is malformed.
+
+    The message is meant for the user as is: it names the path(s) and how to supply the data.
+    """
+
+
+_settings: dict[str, Any] = {"data_dir": None, "hub": None}
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
+def configure(data_dir: str | Path | None = None, hub: bool | None = None) -> None:
+    """Set process-wide choices (the CLI calls this with ``--data-dir`` / ``--hub``)."""
+    _settings["data_dir"] = data_dir
+    _settings["hub"] = hub
+
+
+def resolve_data_dir(explicit: str | Path | None = None) -> tuple[Path, str]:
+    """The data folder and a few words on why it was chosen (for error messages)."""
+    explicit = explicit if explicit is not None else _settings["data_dir"]
+    if explicit is not None:
+        return Path(explicit).expanduser(), "--data-dir"
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser(), DATA_ENV
+    return DEFAULT_DATA_DIR, "default <project>/../shared/data"
+
+
+def hub_enabled() -> bool:
+    if _settings["hub"] is not None:
+        return bool(_settings["hub"])
+    return os.environ.get(HUB_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file, computed once per process per (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _hash_cache:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _hash_cache[key] = h.hexdigest()
+    return _hash_cache[key]
+
+
+def how_to_supply(hub_hint: str | None = None) -> str:
+    hub = (
+        f"or set {HUB_ENV}=1 to load {hub_hint} from the Hugging Face hub on a machine that can reach it"
+        if hub_hint
+        else "(no hub source is known for it)"
+    )
+    return (
+        f"Supply the data with --data-dir DIR or {DATA_ENV}=DIR, where DIR holds an unmodified copy of "
+        f"the benchmark data folder (see its README.md and SHA256SUMS), {hub}."
+    )
+
+
+@dataclass
+class DataSource:
+    """A data folder plus the checksums its files must have.
+
+    Tests build tiny folders with their own ``pinned`` dict (or ``verify=False``); real runs use
+    ``current()``, which pins the released files.
+    """
+
+    root: Path
+    origin: str = "explicit"
+    verify: bool = True
+    pinned: dict[str, str] = field(default_factory=lambda: dict(PINNED))
+    hub: bool = False
+
+    def missing(self, rels: Iterable[str]) -> list[Path]:
+        return [self.root / r for r in rels if not (self.root / r).is_file()]
+
+    def checked(self, rel: str) -> tuple[Path, str]:
+        """Path of a data file after verifying it; returns (path, sha256)."""
+        path = self.root / rel
+        if not path.is_file():
+            raise DataError(f"data file not found: {path} (data dir from {self.origin}). {how_to_supply()}")
+        digest = sha256(path)
+        if self.verify:
+            expected = self.pinned.get(rel)
+            if expected is None:
+                raise DataError(f"no pinned checksum for {rel}; refusing to read {path} unverified")
+            if digest != expected:
+                raise DataError(
+                    f"checksum mismatch for {path}: expected sha256 {expected}, found {digest}. The file "
+                    f"differs from the pinned release (edited, truncated or another version). {how_to_supply()}"
+                )
+        return path, digest
+
+
+def current(data_dir: str | Path | None = None) -> DataSource:
+    """The source real runs use: resolved folder, pinned checksums, hub opt-in from settings."""
+    root, origin = resolve_data_dir(data_dir)
+    return DataSource(root=root, origin=origin, hub=hub_enabled())
+
+
+def hub_rows(path: str, config: str | None, split: str) -> tuple[list[dict], str]:
+    """Rows of one hub split and its fingerprint; any failure becomes a DataError saying so."""
+    where = f"{path}{'/' + config if config else ''} split {split!r}"
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(path, config, split=split)
+    except Exception as err:  # noqa: BLE001 - offline, missing package, renamed dataset: all one message
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise DataError(
+            f"could not load {where} from the Hugging Face hub ({type(err).__name__}: {first}). The hub is "
+            f"unreachable from this machine or the dataset changed; use the offline files instead: "
+            f"--data-dir DIR or {DATA_ENV}=DIR"
+        ) from None
+    return [dict(r) for r in ds], str(getattr(ds, "_fingerprint", "unknown"))

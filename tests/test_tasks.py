@@ -1,0 +1,284 @@
+"""Task data: parsing of every format, checksums, clear errors, splits, registry."""
+from __future__ import annotations
+
+import bz2
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks import commonsense, hub, registry, sources, synthetic
+from tasks.commonsense import SPECS
+from tasks.sources import DataError, DataSource
+from tasks.splits import carve
+
+SHARED = sources.DEFAULT_DATA_DIR
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"offline benchmark data not at {SHARED}")
+
+
+@pytest.fixture(scope="module")
+def shared() -> dict[str, object]:
+    if not SHARED.is_dir():
+        pytest.skip(f"offline benchmark data not at {SHARED}")
+    src = DataSource(SHARED, "test")
+    return {name: commonsense.load(spec, src) for name, spec in SPECS.items()}
+
+
+def by_id(data, ex_id: str):
+    return next(ex for ex in data.train + data.test if ex.id == ex_id)
+
+
+# --- parsing real records -------------------------------------------------------------------
+
+# task -> (id, question starts with, n choices, gold, first choice)
+FIRST_RECORDS = {
+    "boolq": ("test-0", "does ethanol take more energy make that produces", 2, 0, "no"),
+    "piqa": ("test-1", "dresser", 2, 1, "replace drawer with bobby pin"),
+    "siqa": ("test-0", "Tracy didn't go home that evening and resisted Riley's attacks. What", 3, 2, "make a new plan"),
+    "hellaswag": ("test-0", "Roof shingle removal: A man is sitting on a roof. he", 4, 3, "is using wrap to wrap a pair of skis."),
+    "winogrande": ("test-0", "Sarah was a much better surgeon than Maria so _ always", 2, 1, "Sarah"),
+    "arc_e": ("test-0", "Which statement best explains why photosynthesis", 4, 0, "Sunlight is the source of energy for nearly all ecosystems."),
+    "arc_c": ("test-0", "An astronomer observes that a planet rotates faster", 4, 2, "Planetary density will decrease."),
+    "obqa": ("test-0", "A person wants to start saving money", 4, 1, "make more phone calls"),
+}
+SIZES = {  # task -> (train, test) after splitting
+    "boolq": (9427, 3270), "piqa": (551, 1287), "siqa": (586, 1368), "hellaswag": (1000, 9042),
+    "winogrande": (380, 887), "arc_e": (2249, 2376), "arc_c": (1119, 1172), "obqa": (4957, 500),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_first_record_parses(shared, name):
+    ex_id, question, n, gold, first = FIRST_RECORDS[name]
+    ex = by_id(shared[name], ex_id)
+    assert ex.question.startswith(question)
+    assert len(ex.choices) == n and ex.gold == gold and ex.choices[0] == first
+    assert ex.answer == registry.get(name).vocabulary[gold] or name == "boolq"
+    assert ex.output == f"the correct answer is {ex.answer}"
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_sizes_and_checksums(shared, name):
+    data = shared[name]
+    assert (len(data.train), len(data.test)) == SIZES[name]
+    assert data.checksums == {rel: sources.PINNED[rel] for rel in SPECS[name].files()}
+
+
+def test_boolq_requests(shared):
+    ex = by_id(shared["boolq"], "test-1")
+    assert ex.answer == "true" and ex.gold == 1
+    assert registry.get("boolq").requests(ex) == [
+        ("is house tax and property tax are same?\nAnswer:", " no"),
+        ("is house tax and property tax are same?\nAnswer:", " yes"),
+    ]
+
+
+def test_generic_requests(shared):
+    ex = by_id(shared["obqa"], "test-1")
+    reqs = registry.get("obqa").requests(ex)
+    assert reqs[0] == ("Question: There is most likely going to be fog around:\nAnswer:", " a marsh")
+    assert len({c for c, _ in reqs}) == 1
+
+
+def test_hellaswag_format(shared):
+    ex = by_id(shared["hellaswag"], "test-0")
+    assert ex.instruction == (
+        "Please choose the correct ending to complete the given sentence: Roof shingle removal: A man is sitting on a "
+        "roof. he\n\nEnding1: is using wrap to wrap a pair of skis. Ending2: is ripping level tiles off. Ending3: is "
+        "holding a rubik's cube. Ending4: starts pulling up roofing on a roof.\n\nAnswer format: "
+        "ending1/ending2/ending3/ending4"
+    )
+    assert ex.answer == "ending4" and ex.output == "the correct answer is ending4"
+    assert registry.get("hellaswag").requests(ex)[3] == (ex.question, " starts pulling up roofing on a roof.")
+
+
+def test_winogrande_partial_contexts(shared):
+    ex = by_id(shared["winogrande"], "test-0")
+    assert registry.get("winogrande").requests(ex) == [
+        ("Sarah was a much better surgeon than Maria so Sarah", " always got the easier cases."),
+        ("Sarah was a much better surgeon than Maria so Maria", " always got the easier cases."),
+    ]
+
+
+def test_arc_variable_choice_counts(shared):
+    counts = {len(ex.choices) for ex in shared["arc_e"].test}
+    assert counts == {3, 4, 5}
+
+
+# --- data dir, checksums, errors --------------------------------------------------------------
+
+def test_data_dir_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.delenv(sources.DATA_ENV, raising=False)
+    assert sources.resolve_data_dir()[0] == sources.PROJECT_ROOT.parent / "shared" / "data"
+    monkeypatch.setenv(sources.DATA_ENV, str(tmp_path / "env"))
+    assert sources.resolve_data_dir()[0] == tmp_path / "env"
+    assert sources.resolve_data_dir(tmp_path / "cli")[0] == tmp_path / "cli"
+
+
+PIQA_REL = "llm-adapters/dataset/piqa/test.json"
+
+
+def piqa_record(goal: str, s1: str, s2: str, answer: str) -> dict[str, str]:
+    text = f"Please choose the correct solution to the question: {goal}\n\nSolution1: {s1}\n\nSolution2: {s2}\n\nAnswer format: solution1/solution2"
+    return {"instruction": text, "input": "", "output": f"the correct answer is {answer}", "answer": answer}
+
+
+def write(root: Path, rel: str, content: str | bytes) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def test_checksum_mismatch_names_path_and_remedy(tmp_path):
+    path = write(tmp_path, PIQA_REL, json.dumps([piqa_record("g", "a", "b", "solution1")]))
+    with pytest.raises(DataError) as err:
+        commonsense.load(SPECS["piqa"], DataSource(tmp_path, "test"))
+    msg = str(err.value)
+    assert str(path) in msg and "checksum mismatch" in msg
+    assert "--data-dir" in msg and sources.DATA_ENV in msg
+
+
+def test_custom_pins_accept_fixture(tmp_path):
+    raw = json.dumps([piqa_record(f"goal {i}", "a", "b", "solution2") for i in range(10)])
+    write(tmp_path, PIQA_REL, raw)
+    pins = {PIQA_REL: hashlib.sha256(raw.encode()).hexdigest()}
+    data = commonsense.load(SPECS["piqa"], DataSource(tmp_path, "test", pinned=pins))
+    assert len(data.train) == 3 and len(data.test) == 7 and data.checksums == pins
+
+
+def test_missing_files_listed_with_hub_hint(tmp_path):
+    with pytest.raises(DataError) as err:
+        commonsense.load(SPECS["arc_e"], DataSource(tmp_path, "test"))
+    msg = str(err.value)
+    assert str(tmp_path / "llm-adapters/dataset/ARC-Easy/test.json") in msg
+    assert str(tmp_path / "llm-adapters/dataset/ARC-Easy/train.json") in msg
+    assert sources.HUB_ENV in msg and "allenai/ai2_arc" in msg and "--data-dir" in msg
+
+
+def test_hub_failure_is_a_data_error(tmp_path, monkeypatch):
+    import datasets
+
+    def offline(*_, **__):
+        raise ConnectionError("Couldn't reach 'allenai/ai2_arc' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as err:
+        commonsense.load(SPECS["arc_e"], DataSource(tmp_path, "test", hub=True))
+    msg = str(err.value)
+    assert "hub fallback failed" in msg and "unreachable" in msg and str(tmp_path) in msg
+
+
+def test_hub_rows_become_parseable_records(tmp_path, monkeypatch):
+    import datasets
+
+    rows = {
+        "train": [{"question": "Q1?", "choices": {"text": ["x", "y", "z"], "label": ["A", "B", "C"]}, "answerKey": "C"}],
+        "test": [{"question": "Q2?", "choices": {"text": ["p", "q"], "label": ["1", "2"]}, "answerKey": "1"}],
+    }
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name, split: rows[split])
+    data = commonsense.load(SPECS["arc_e"], DataSource(tmp_path, "test", hub=True))
+    assert data.train[0].choices == ("x", "y", "z") and data.train[0].gold == 2
+    assert data.test[0].question == "Q2?" and data.test[0].gold == 0
+    assert data.source.startswith("hub:") and "hub" in data.split_note
+
+
+def test_hub_hellaswag_and_winogrande_converters():
+    hs = hub.hellaswag({"activity_label": "Cooking", "ctx_a": "A man cuts.", "ctx_b": "he", "label": "1",
+                        "endings": ["e1 [title] x", "e2", "e3", "e4"]})
+    ex = commonsense.parse_record(SPECS["hellaswag"], hs, "test-0")
+    assert ex.question == "Cooking: A man cuts. He" and ex.choices[0] == "e1. x" and ex.gold == 1
+    wg = hub.winogrande({"sentence": "A _ b.", "option1": "x", "option2": "y", "answer": "2"})
+    assert commonsense.parse_record(SPECS["winogrande"], wg, "test-0").gold == 1
+
+
+@pytest.mark.parametrize("content, where", [
+    ("[{", "not valid JSON"),
+    (json.dumps([piqa_record("g", "a", "b", "solution1"), {"instruction": "x", "output": "y"}]), "record 1: missing or non-text field 'answer'"),
+    (json.dumps([piqa_record("g", "a", "b", "solution1")] * 2 + [piqa_record("g", "a", "b", "solution3")]), "record 2: answer 'solution3' is not among"),
+    (json.dumps([{"instruction": "Please choose the correct solution to the question: g\n\nSolution1: a\n\nAnswer format: solution1/solution2",
+                  "input": "", "output": "", "answer": "solution1"}]), "record 0: no 'Solution2:' option"),
+    (json.dumps({"not": "a list"}), "expected a JSON list"),
+])
+def test_malformed_records_name_file_and_index(tmp_path, content, where):
+    path = write(tmp_path, PIQA_REL, content)
+    with pytest.raises(DataError) as err:
+        commonsense.load(SPECS["piqa"], DataSource(tmp_path, "test", verify=False))
+    assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_malformed_hellaswag_names_record(tmp_path):
+    good = "ctx\n0\na\nb\nc\nd\n"
+    path = write(tmp_path, commonsense.HELLASWAG_FILE, bz2.compress((good + "ctx2\n7\na\nb\nc\nd\n").encode()))
+    with pytest.raises(DataError, match="record 1"):
+        commonsense.load(SPECS["hellaswag"], DataSource(tmp_path, "test", verify=False))
+    assert str(path) in str(pytest.raises(DataError, commonsense.read_hellaswag, path).value)
+
+
+# --- splits ---------------------------------------------------------------------------------
+
+def test_carve_deterministic_disjoint_and_avoids_duplicates():
+    keys = [f"item {i}" for i in range(200)] + ["dup", "dup"]
+    train, test, note = carve(keys)
+    assert (train, test) == carve(keys)[:2]
+    assert not set(train) & set(test) and sorted(train + test) == list(range(len(keys)))
+    assert len(train) == 60 and {200, 201} <= set(test)
+    assert "seed" in note and "60 of 202" in note
+
+
+def test_carve_caps_at_1000():
+    train, test, _ = carve(list(range(10_000)))
+    assert len(train) == 1000 and len(test) == 9000 and test == sorted(test)
+
+
+def test_carved_task_never_trains_on_test_text(shared):
+    data = shared["siqa"]
+    assert not {ex.instruction for ex in data.train} & {ex.instruction for ex in data.test}
+    assert not {ex.id for ex in data.train} & {ex.id for ex in data.test}
+    assert "carved" in data.split_note and data.test == sorted(data.test, key=lambda e: int(e.id.split("-")[1]))
+
+
+def test_official_train_overlap_dropped(shared):
+    note = shared["arc_e"].split_note
+    assert "2 train items identical to test items dropped" in note
+
+
+# --- synthetic --------------------------------------------------------------------------------
+
+def test_synthetic_deterministic_and_disjoint():
+    a, b = synthetic.load(), synthetic.load()
+    assert a == b and a.checksums["generated"]
+    assert (len(a.train), len(a.test)) == (synthetic.N_TRAIN, synthetic.N_TEST)
+    assert not {ex.question for ex in a.train} & {ex.question for ex in a.test}
+    assert {ex.gold for ex in a.test} == {0, 1}
+    ex = a.test[0]
+    assert registry.get("synthetic").requests(ex)[0] == (f"Review: {ex.question}\nSentiment:", " positive")
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+def test_registry_names_suites_and_errors():
+    assert registry.expand("commonsense") == list(SPECS) and list(SPECS) == registry.SUITES["commonsense"]
+    assert registry.expand("boolq, arc_e,boolq") == ["boolq", "arc_e"]
+    assert registry.expand("synthetic commonsense")[:2] == ["synthetic", "boolq"]
+    with pytest.raises(registry.UnknownTask) as err:
+        registry.expand("boolq,nope")
+    assert "nope" in str(err.value) and "arc_c" in str(err.value) and "commonsense" in str(err.value)
+    rows = {r["name"]: r for r in registry.describe()}
+    assert set(rows) == set(registry.names()) and rows["piqa"]["train"] == "carved from test"
+
+
+def test_load_is_cached_and_sets_chance():
+    task = registry.get("synthetic")
+    assert registry.load("synthetic") is registry.load(task)
+    assert task.chance == 0.5
+
+
+@needs_shared
+def test_chance_for_variable_choices(monkeypatch):
+    monkeypatch.delenv(sources.DATA_ENV, raising=False)
+    data = registry.load("arc_c")
+    chance = registry.get("arc_c").chance
+    assert chance == pytest.approx(sum(1 / len(ex.choices) for ex in data.test) / len(data.test))
+    assert 0.24 < chance < 0.26
