@@ -153,3 +153,19 @@ def test_blocks_must_divide_every_target():
     cfg.num_blocks, cfg.r = 4, 30
     with pytest.raises(ValueError, match="r divisible by num_blocks"):
         spec.adapt(load_model("tiny-llama")[0], cfg, TrainContext())
+
+
+def test_synth_closed_forms_and_fits(tmp_path):
+    from methods.localized_lora_synth import best_error, main
+
+    m = torch.block_diag(torch.ones(8, 8), 2 * torch.ones(8, 8))  # two rank-1 diagonal blocks, energy 64 + 256
+    assert best_error(m, "diagonal", 1, 2) == pytest.approx(0.0, abs=1e-12)
+    assert best_error(m, "global", 1, 2) == pytest.approx(64 / 320)  # keeps the larger block only
+    assert best_error(m, "localized", 2, 2) == pytest.approx(0.0, abs=1e-12)  # r_b = 1 per block
+    table = main(tmp_path, size=64, num_blocks=4, ranks=(8,), steps=200, seed=1)
+    assert {p.name for p in tmp_path.iterdir()} == {"synth.csv", "synth.md", "synth.png", "synth.svg"}
+    assert len(table) == 4 * 3 and (table["params"] == 8 * 128).all()
+    assert (table["gap"] >= -1e-9).all() and (table["gap"] < 0.02).all()
+    winners = table.loc[table.groupby("target")["reached_rel_err"].idxmin()].set_index("target")["structure"]
+    assert winners.to_dict() == {"block-lowrank": "localized", "block-diagonal": "diagonal",
+                                 "global-lowrank": "global", "decaying": "global"}
