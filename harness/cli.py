@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import dataclasses
 import os
 import sys
@@ -70,18 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Time each method's training step and the frozen floor (forward + input-"
                                       "gradient backward, no weight gradients) round by round in one process; "
                                       "print median step time, ratios to the floor and to LoRA, memory figures.")
-    perf.add_argument("--methods", default="lora,losia-pro", help="comma-separated methods (default: lora,losia-pro)")
-    perf.add_argument("--shape", choices=["tiny", "smollm2"], default="smollm2",
+    perf.add_argument("--methods", default=None, help="comma-separated methods (default: lora,losia-pro, or the baseline's)")
+    perf.add_argument("--shape", choices=["tiny", "smollm2"], default=None,
                       help="model shapes, random weights (default: smollm2 = SmolLM2-135M: 30 layers, hidden 576)")
-    perf.add_argument("--batch-size", type=int, default=8)
-    perf.add_argument("--seq-len", type=int, default=128)
-    perf.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    perf.add_argument("--steps-per-round", type=int, default=3)
-    perf.add_argument("--warmup", type=int, default=2, help="untimed steps per method before the rounds")
-    perf.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+    perf.add_argument("--batch-size", type=int, default=None, help="default 8")
+    perf.add_argument("--seq-len", type=int, default=None, help="default 128")
+    perf.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
+    perf.add_argument("--steps-per-round", type=int, default=None, help="default 3")
+    perf.add_argument("--warmup", type=int, default=None, help="untimed steps per method before the rounds (default 2)")
+    perf.add_argument("--set", dest="sets", action="append", default=None, metavar="KEY=VALUE",
                       help="method or trainer override, as for bench run (e.g. lora.r=32, losia-pro.period=10)")
     perf.add_argument("--device", default="auto")
     perf.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    perf.add_argument("--check", type=Path, default=None, metavar="BASELINE.json",
+                      help="compare with a baseline; exit 1 when a method regresses beyond tolerance")
+    perf.add_argument("--update", action="store_true", help="with --check: rewrite the baseline with this measurement")
     perf.add_argument("--no-progress", action="store_true")
     perf.set_defaults(func=cmd_perf)
 
@@ -89,12 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=["methods", "tasks", "models"])
     ls.add_argument("--data-dir", type=Path, default=None, help="offline data folder")
     ls.set_defaults(func=cmd_list)
+
+    from reports.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])
     if getattr(args, "data_dir", None):
         os.environ["PEFT_BENCH_DATA"] = str(args.data_dir.resolve())
     try:
@@ -157,7 +166,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.executors.local import EXECUTORS
     from harness.models import model_info
 
+    from harness.environment import pick_device
+
     plans = plan_runs(args)
+    device = str(pick_device(args.device))
     out: Path = args.out
     print(_budget_line(plans))
     note = model_info(args.model).note
@@ -171,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{tag}: already done, skipped ({records.run_dir(out, cfg.run_id)})")
             continue
         print(f"{tag}: running -> {records.run_dir(out, cfg.run_id)}", flush=True)
-        record = EXECUTORS[args.executor](cfg, out, args.device, not args.no_progress)
+        record = EXECUTORS[args.executor](cfg, out, device, not args.no_progress, args.command_line)
         if record.get("status") != "ok":
             failed += 1
             err = record.get("error", {})
@@ -237,23 +249,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from harness.config import split_overrides
+    from harness.config import ConfigError, split_overrides
     from harness.environment import pick_device
     from harness.perf import PerfConfig, format_table, measure, write_json
     from methods import registry
 
-    methods = _csv(args.methods)
-    for name in methods:
+    # setup: explicit options, else the baseline's own setup when checking, else PerfConfig's defaults
+    fields = {"methods": "methods", "shape": "shape", "batch_size": "batch_size", "seq_len": "seq_len",
+              "rounds": "rounds", "steps_per_round": "steps_per_round", "warmup": "warmup_steps"}
+    setup = dataclasses.asdict(PerfConfig())
+    if args.check and not args.update:
+        if not args.check.exists():
+            raise ConfigError(f"baseline {args.check} does not exist (record one with --check {args.check} --update)")
+        from harness import perfcheck
+
+        setup.update(perfcheck.load(args.check)["config"])
+    for arg, key in fields.items():
+        value = getattr(args, arg)
+        if value is not None:
+            setup[key] = _csv(value) if arg == "methods" else value
+    if args.sets is not None:
+        setup["overrides"] = split_overrides(args.sets)
+    for name in setup["methods"]:
         registry.get(name)
-    cfg = PerfConfig(shape=args.shape, methods=tuple(methods), batch_size=args.batch_size, seq_len=args.seq_len,
-                     rounds=args.rounds, steps_per_round=args.steps_per_round, warmup_steps=args.warmup,
-                     overrides=split_overrides(args.sets), device=str(pick_device(args.device)))
+    setup["methods"] = tuple(setup["methods"])
+    setup["device"] = str(pick_device(args.device))
+    cfg = PerfConfig(**setup)
     result = measure(cfg, progress=not args.no_progress)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
-    return 0
+    if args.check is None:
+        return 0
+    if args.update:
+        write_json(result, args.check)
+        print(f"baseline updated: {args.check}")
+        return 0
+    from harness import perfcheck
+
+    try:
+        findings, notes = perfcheck.compare(perfcheck.load(args.check), result)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    summary = perfcheck.markdown(findings, notes, args.check)
+    print()
+    print(summary)
+    perfcheck.publish(summary)
+    return 1 if any(f.regressed for f in findings) else 0
 
 
 def _defaults(spec: Any) -> str:

@@ -198,8 +198,16 @@ def build_configs(
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
     """Rebuild a method config from its recorded dict (only constructor fields are passed)."""
-    init = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(**{k: v for k, v in values.items() if k in init})
+    default = cls()
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name not in values:
+            continue
+        value, current = values[f.name], getattr(default, f.name)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = config_from_dict(type(current), value)  # nested configs (peft's runtime_config)
+        kwargs[f.name] = value
+    return cls(**kwargs)
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:

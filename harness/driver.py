@@ -49,7 +49,7 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
     limit = cfg.train.eval_limit
     items = data.test[:limit] if limit else data.test
     samples = score(model, tokenizer, task, items, batch_size=cfg.train.eval_batch_size, device=device,
-                    progress=progress, desc=f"eval {phase} {task_name}")
+                    progress=progress)
     metrics = []
     for name, key in (("acc", "correct"), ("acc_norm", "correct_norm")):
         acc, stderr, n = accuracy(samples, key)
@@ -78,13 +78,14 @@ def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_n
     return summary, samples, False
 
 
-def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = True) -> dict[str, Any]:
+def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = True,
+            command: str | None = None) -> dict[str, Any]:
     """Execute a run and write its folder; exceptions are recorded, never raised."""
     out = Path(out)
     folder = records.run_dir(out, cfg.run_id)
     record: dict[str, Any] = {"run_id": cfg.run_id, "status": "running", "config": cfg.resolved(),
                               "started": _now(), "model_note": model_info(cfg.model).note,
-                              "environment": environment(device)}
+                              "environment": environment(device), "command": command}
     records.atomic_write_json(folder / "run.json", record)
     steps: list[dict[str, Any]] = []
     try:

@@ -13,25 +13,25 @@ from harness import records
 from harness.config import RunConfig, run_config_from_dict
 
 
-def _worker(resolved: dict[str, Any], out: str, device: str, progress: bool) -> None:
+def _worker(resolved: dict[str, Any], out: str, device: str, progress: bool, command: str | None) -> None:
     import torch
 
     from harness.driver import run_one
 
-    record = run_one(run_config_from_dict(resolved), Path(out), torch.device(device), progress)
+    record = run_one(run_config_from_dict(resolved), Path(out), torch.device(device), progress, command)
     raise SystemExit(0 if record["status"] == "ok" else 3)
 
 
-def run_inline(cfg: RunConfig, out: Path, device: str, progress: bool) -> dict[str, Any]:
+def run_inline(cfg: RunConfig, out: Path, device: str, progress: bool, command: str | None = None) -> dict[str, Any]:
     import torch
 
     from harness.driver import run_one
 
-    return run_one(cfg, out, torch.device(device), progress)
+    return run_one(cfg, out, torch.device(device), progress, command)
 
 
-def run_in_worker(cfg: RunConfig, out: Path, device: str, progress: bool) -> dict[str, Any]:
-    proc = mp.get_context("spawn").Process(target=_worker, args=(cfg.resolved(), str(out), device, progress))
+def run_in_worker(cfg: RunConfig, out: Path, device: str, progress: bool, command: str | None = None) -> dict[str, Any]:
+    proc = mp.get_context("spawn").Process(target=_worker, args=(cfg.resolved(), str(out), device, progress, command))
     proc.start()
     proc.join()
     path = records.run_dir(out, cfg.run_id) / "run.json"
