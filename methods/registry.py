@@ -16,6 +16,7 @@ _MODULES = [
     "methods.losia",
     "methods.galore",
     "methods.localized_lora",
+    "methods.sensitivity_lora",
 ]
 
 _cache: dict[str, MethodSpec] | None = None

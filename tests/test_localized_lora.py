@@ -121,7 +121,7 @@ def test_one_block_is_lora(structure):
 
 def test_diagonal_delta_is_block_diagonal():
     layer = _layer("diagonal", k=4, r_b=3)
-    dw = layer.delta_weight().reshape(4, 12, 4, 8).permute(0, 2, 1, 3)  # (i, j, m/K, n/K)
+    dw = layer.delta_weight().detach().reshape(4, 12, 4, 8).permute(0, 2, 1, 3)  # (i, j, m/K, n/K)
     for i in range(4):
         for j in range(4):
             norm = float(dw[i, j].norm())
