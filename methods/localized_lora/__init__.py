@@ -19,7 +19,7 @@ from torch import nn
 
 from methods.base import Adapted, MethodSpec, TrainContext
 from methods.localized_lora.layer import LocalizedLinear
-from methods.peft_tuners import ALL_LINEAR
+from methods.peft_tuners import ALL_LINEAR, METHODS as PEFT_METHODS
 
 SCALINGS = ("global", "block")
 
@@ -101,9 +101,12 @@ def adapt(model: nn.Module, cfg: LocalizedLoraConfig, ctx: TrainContext, structu
     return LocalizedAdapted(model, wrap_targets(model, cfg, structure), ctx)
 
 
+# same trainer settings as LoRA: the budget-matched structures share LoRA's alpha and lr grid
+_LORA_PAPER = next(s for s in PEFT_METHODS if s.name == "lora").presets["paper"]
+
 METHODS = [
     MethodSpec("localized-lora", "Localized LoRA: K x K grid of rank r/K blocks (K=4), LoRA(r=32) budget",
-               LocalizedLoraConfig, functools.partial(adapt, structure="grid")),
+               LocalizedLoraConfig, functools.partial(adapt, structure="grid"), {"paper": dict(_LORA_PAPER)}),
     MethodSpec("localized-lora-diag", "Localized LoRA, diagonal: K=4 diagonal blocks of rank r=32, LoRA(r) budget",
-               LocalizedLoraConfig, functools.partial(adapt, structure="diagonal")),
+               LocalizedLoraConfig, functools.partial(adapt, structure="diagonal"), {"paper": dict(_LORA_PAPER)}),
 ]
