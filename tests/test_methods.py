@@ -35,7 +35,8 @@ def test_every_method_honours_the_contract(name):
     assert spec.name == name and spec.description
     model, _ = load_model("tiny-llama")
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    ctx = TrainContext(lr=1e-2, total_steps=4, warmup_steps=1)
+    ctx = TrainContext(lr=1e-2, total_steps=4, warmup_steps=1,
+                       calibration_batches=lambda: iter([_batch(seed=100 + i) for i in range(8)]))
     adapted = spec.adapt(model, spec.default_config(), ctx)
     assert isinstance(adapted, Adapted)
     n = adapted.trainable_params()

@@ -160,11 +160,9 @@ def test_rank_zero_matrix_is_not_wrapped():
     assert _lora_params() - MAX_COST < adapted.trainable_params() <= _lora_params()
 
 
-def test_without_calibration_data_it_is_uniform_lora():
-    with pytest.warns(UserWarning, match="uniform"):
-        adapted = _adapt(ctx=TrainContext())
-    assert set(adapted.record()["ranks"].values()) == {32}
-    assert adapted.trainable_params() == _lora_params()
+def test_without_calibration_data_it_refuses():
+    with pytest.raises(ValueError, match="calibration batches"):
+        _adapt(ctx=TrainContext())
 
 
 @pytest.mark.parametrize("preset", ["hutchinson", "global-only", "local-only"])

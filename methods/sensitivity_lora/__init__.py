@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,14 +117,11 @@ def adapt(model: nn.Module, cfg: SensitivityLoraConfig, ctx: TrainContext) -> Ad
     targets = find_targets(model, cfg.target_modules)
     shapes = {n: (m.out_features, m.in_features) for n, m in targets.items()}
     if ctx.calibration_batches is None:
-        warnings.warn("sensitivity-lora: no calibration batches in the context; allocating uniform LoRA ranks")
-        sens: dict[str, dict[str, float]] = {}
-        ranks = allocate({n: 1.0 for n in targets}, shapes, cfg.r, cfg.r_min, cfg.r_max)
-    else:
-        sens = sensitivities(model, targets, cfg, ctx)
-        ranks = allocate({n: s["score"] for n, s in sens.items()}, shapes, cfg.r, cfg.r_min, cfg.r_max)
+        raise ValueError("sensitivity-lora needs calibration batches (TrainContext.calibration_batches)")
+    sens = sensitivities(model, targets, cfg, ctx)
+    ranks = allocate({n: s["score"] for n, s in sens.items()}, shapes, cfg.r, cfg.r_min, cfg.r_max)
     facts = {
-        "calibration": f"{cfg.estimator}, {cfg.calibration_batches} batches" if sens else "none: uniform ranks",
+        "calibration": f"{cfg.estimator}, {cfg.calibration_batches} batches",
         "budget_params": cfg.r * sum(sum(s) for s in shapes.values()),
         "allocated_params": sum(ranks[n] * sum(shapes[n]) for n in targets),
         "ranks": ranks,
