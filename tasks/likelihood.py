@@ -1,17 +1,21 @@
 """Batched multiple-choice log-likelihood scoring: the evaluation hot path.
 
 Each choice is a (context, continuation) request tokenized exactly like lm-evaluation-harness's
-HFLM (``tasks.formatting.encode_pair``; left truncation to the model's length), so per-item
-choices agree with lm-eval. It is faster than scoring every request on its own because:
+HFLM (``tasks.formatting.encode_pair``; same left truncation), so per-item choices agree with
+lm-eval. It is faster than scoring every request on its own because:
 
-* requests with the same context share one sequence: the context is followed by the inputs of
-  all its continuations, and a 4D attention mask lets each continuation see the context and its
-  own tokens only, with positions restarting after the context. A continuation's first token is
-  predicted from the last context position, so single-token choices (BoolQ's " no"/" yes") cost
-  one context pass in total;
-* sequences are sorted by length to limit padding;
+* requests with the same context share one row: the context, then the inputs of all its
+  continuations; a 4D attention mask lets each continuation see the context and its own tokens
+  only, with positions restarting after the context. A continuation's first token is predicted
+  from the last context position, so single-token choices (BoolQ's " no"/" yes") cost one
+  context pass in total. On ARC this feeds ~3x fewer tokens than one row per request;
+* rows are sorted by length, and short rows are packed into the room padding would take
+  (several rows per sequence, kept apart by the same mask);
 * only the hidden states at scored positions go through the output head (a pre-hook gathers
-  them), so full-vocabulary log-probs (49,152 wide on SmolLM2) exist for those positions only.
+  them), so full-vocabulary logits (49,152 wide on SmolLM2) exist for those positions only.
+
+Models whose attention cannot take a custom 4D mask (flash kernels, prompt-learning adapters)
+get plain right-padded rows, one per request, as lm-eval builds them.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from tqdm.auto import tqdm
 from tasks.base import Example, Task
 from tasks.formatting import encode_pair
 
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 64  # sequences (a context with all its choices) per forward pass
+LOGITS_BUDGET = 1 << 27  # fp32 logits per forward (512 MiB); caps scored tokens per batch
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither config nor tokenizer give one
 
 
@@ -97,6 +102,21 @@ def pack_lines(rows: list[Row], packed: bool) -> list[list[Row]]:
     return lines
 
 
+def batches(rows: list[Row], batch_size: int, max_scored: int) -> list[list[Row]]:
+    """Consecutive rows, at most ``batch_size`` per batch and ``max_scored`` scored tokens
+    (each scored token costs a full-vocabulary logits row)."""
+    out: list[list[Row]] = []
+    scored = 0
+    for row in rows:
+        n = sum(len(c) for _, c in row.conts)
+        if not out or len(out[-1]) == batch_size or scored + n > max_scored:
+            out.append([])
+            scored = 0
+        out[-1].append(row)
+        scored += n
+    return out
+
+
 def _batch_tensors(lines: list[list[Row]], pad_id: int) -> dict[str, Any]:
     """Input ids, per-position (row, segment, position) ids, and every scored token's
     (line, position, target, request)."""
@@ -165,7 +185,8 @@ def _token_logprobs(model: nn.Module, t: dict[str, Any], packed: bool, device: t
         logits = logits[0]
     else:
         logits = logits[b_idx, p_idx + logits.shape[1] - width]
-    return torch.log_softmax(logits.float(), dim=-1).gather(1, t["tgt"].to(device)[:, None]).squeeze(1)
+    logits = logits.float()
+    return logits.gather(1, t["tgt"].to(device)[:, None]).squeeze(1) - logits.logsumexp(dim=-1)
 
 
 def loglikelihoods(
@@ -185,14 +206,14 @@ def loglikelihoods(
     packed = share_prefix and can_share_prefix(model)
     rows = build_rows(tokenizer, requests, max_length, packed)
     rows.sort(key=len, reverse=True)  # longest first: padding stays small and OOM shows at once
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 65536
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     sums = torch.zeros(len(requests), dtype=torch.float64)
     was_training = model.training
     model.eval()  # adapter dropout must not make scores random
     try:
         with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="seq", disable=not progress) as bar:
-            for start in range(0, len(rows), batch_size):
-                batch = rows[start:start + batch_size]
+            for batch in batches(rows, batch_size, max(1, LOGITS_BUDGET // vocab)):
                 t = _batch_tensors(pack_lines(batch, packed), pad_id)
                 logp = _token_logprobs(model, t, packed, device)
                 sums.index_add_(0, t["owner"], logp.double().cpu())

@@ -75,6 +75,16 @@ def test_matches_unbatched_reference(model, share, batch_size):
     assert got[-1] == pytest.approx(sum(logp[j, t].item() for j, t in enumerate(ids[1:])), abs=1e-4)
 
 
+def test_scored_token_budget_splits_batches(model, monkeypatch):
+    rows = [likelihood.Row([1], [(0, [5, 6, 7])]), likelihood.Row([1], [(1, [5]), (2, [6])]), likelihood.Row([2], [(3, [9])])]
+    assert [len(b) for b in likelihood.batches(rows, 64, 4)] == [1, 2]
+    assert [len(b) for b in likelihood.batches(rows, 2, 100)] == [2, 1]
+    monkeypatch.setattr(likelihood, "LOGITS_BUDGET", 512 * 3)  # 3 scored tokens per forward
+    tok = ByteTokenizer()
+    got = likelihood.loglikelihoods(model, tok, REQUESTS[:-1], progress=False)
+    assert got == pytest.approx([reference(model, tok, c, k, 256) for c, k in REQUESTS[:-1]], abs=1e-4)
+
+
 def test_left_truncation_matches_reference(model):
     tok = ByteTokenizer()
     reqs = [("x" * 40 + " long context", " a b"), ("x" * 40 + " long context", " c"), ("short", " end")]
