@@ -80,17 +80,15 @@ def load(task: Task | str) -> TaskData:
     return _loaded[key]
 
 
-def describe() -> list[dict[str, str]]:
-    """One row per task for ``bench list tasks``; reads no data."""
-    rows = []
+def describe() -> list[str]:
+    """One line per task for ``bench list tasks``: name, family, choices, train split, description.
+
+    Reads no data, so listing stays instant and works without the data folder.
+    """
+    lines = []
     for t in _all().values():
-        suites = [s for s, members in SUITES.items() if t.name in members]
-        rows.append({
-            "name": t.name,
-            "family": t.family,
-            "choices": str(t.extra.get("n_choices", "")),
-            "train": str(t.extra.get("train_source", "")),
-            "suites": ",".join(suites),
-            "description": t.description,
-        })
-    return rows
+        choices = f"{t.extra.get('n_choices', '?')} choices"
+        train = f"train: {t.extra.get('train_source', '?')}"
+        lines.append(f"{t.name:<11} {t.family:<12} {choices:<24} {train:<24} {t.description}")
+    lines.append("suites: " + "; ".join(f"{s} = {','.join(m)}" for s, m in SUITES.items()))
+    return lines
