@@ -31,7 +31,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m",
                    help="built-in name (smollm2-135m, tiny-llama, smollm2-shapes), hub id or local folder "
                         "(default: smollm2-135m, embedded, works offline)")
-    p.add_argument("--tasks", required=True, help="comma-separated task names or suites, e.g. commonsense or arc_e,boolq")
+    p.add_argument("--tasks", default=None, help="comma-separated task names or suites, e.g. commonsense or arc_e,boolq")
     p.add_argument("--eval-limit", type=int, default=None, help="test items per task (0 = all; default 50)")
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     p.add_argument("--data-dir", type=Path, default=None,
@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--max-steps", type=int, default=None, help="optimizer steps per run (default 60)")
     budget.add_argument("--epochs", type=float, default=None, help="epochs over the training split instead of steps")
     run.add_argument("--per-task", action="store_true", help="train one model per task instead of one on the mixture")
+    run.add_argument("--sequence", default=None, metavar="T1,T2,...",
+                     help="continued training: train on these tasks in order with one model per method, evaluating "
+                          "every sequence task after every stage (accuracy matrix, BWT, forgetting); replaces --tasks")
+    run.add_argument("--retention", default="auto", metavar="TASKS",
+                     help="tasks evaluated before and after training to measure forgetting: auto (default: the suite's "
+                          "tasks not trained on), none, or a comma-separated list")
+    run.add_argument("--retention-text", type=Path, default=None, metavar="PATH",
+                     help="held-out text file: also report the change of LM loss on it (forgetting without labels)")
     run.add_argument("--preset", default=None, help="hyperparameter preset of every method, e.g. paper (published GPU settings)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override a trainer key (lr=3e-4, batch_size=4) or a method key (lora.r=16); repeatable")
@@ -138,7 +146,12 @@ def plan_runs(args: argparse.Namespace) -> list[Any]:
 
     method_names = _csv(args.methods)
     specs = [methods.get(m) for m in method_names]
-    task_names = tasks.expand(args.tasks)
+    if bool(args.tasks) == bool(args.sequence):
+        raise ConfigError("give either --tasks or --sequence (one of them, not both)")
+    task_names = tasks.expand(args.sequence or args.tasks)
+    if args.sequence and args.per_task:
+        raise ConfigError("--per-task does not apply to --sequence (a sequence is one model per method)")
+    retention = _retention(args.retention, task_names)
     seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else [0]
     overrides = split_overrides(args.sets)
     prefixes = {"trainer", *method_names}
@@ -154,16 +167,33 @@ def plan_runs(args: argparse.Namespace) -> list[Any]:
     if args.eval_limit is not None:
         base.eval_limit = args.eval_limit
     groups = [(t,) for t in task_names] if args.per_task else [tuple(task_names)]
+    text = str(args.retention_text.resolve()) if args.retention_text else None
     plans = []
     for spec in specs:
         method_cfg, train = build_configs(spec, overrides, args.preset, base)
         for group in groups:
             for seed in seeds:
+                kept = tuple(t for t in retention if t not in group)
                 plans.append(RunConfig(model=args.model, method=spec.name, method_config=config_to_dict(method_cfg),
-                                       train_tasks=group, eval_tasks=group, seed=seed, train=train))
-    for task in {t for plan in plans for t in plan.train_tasks}:
+                                       train_tasks=group, eval_tasks=group, seed=seed, train=train,
+                                       retention_tasks=kept, retention_text=text, sequence=bool(args.sequence)))
+    if text and not Path(text).is_file():
+        raise ConfigError(f"--retention-text {text}: no such file")
+    for task in {t for plan in plans for t in plan.train_tasks + plan.retention_tasks}:
         tasks.load(tasks.get(task))  # missing or corrupt data fails here, before any run starts
     return plans
+
+
+def _retention(option: str, trained: list[str]) -> tuple[str, ...]:
+    """Retention tasks: explicit list, none, or (auto) the other tasks of the trained tasks' suites."""
+    from tasks import registry as tasks
+
+    if option == "none":
+        return ()
+    if option != "auto":
+        return tuple(tasks.expand(option))
+    suites = [members for members in tasks.SUITES.values() if set(trained) & set(members)]
+    return tuple(t for members in suites for t in members if t not in trained)
 
 
 def _budget_line(plans: list[Any]) -> str:
@@ -209,23 +239,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _final_phase(phases: set[str]) -> str:
+    stages = sorted((p for p in phases if p.startswith("stage-")), key=lambda p: int(p.split("-")[1]))
+    return stages[-1] if stages else "after"
+
+
 def summary_table(df: Any) -> str:
-    """Method x task accuracy (before -> after) plus the main cost figures, as plain text."""
+    """Method x task accuracy (before -> final) plus cost and forgetting figures, as plain text."""
     if df.empty:
         return "(no results)"
-    acc = df[(df.metric == "acc") & df.phase.isin(["before", "after"])]
-    costs = df[df.phase == "train"]
+    acc = df[df.metric == "acc"]
     tasks_ = list(dict.fromkeys(acc.task))
-    header = ["method", "seed", *tasks_, "step_s", "peak_mem", "trainable%", "status"]
+    header = ["method", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable%", "status"]
     rows = []
     for (run_id, method, seed), g in df.groupby(["run_id", "method", "seed"], sort=False):
+        final = _final_phase(set(g.phase))
+        value = lambda metric, task, phase: g[(g.metric == metric) & (g.task == task) & (g.phase == phase)].value  # noqa: E731
         cells = [method, str(seed)]
         for task in tasks_:
-            v = {p: acc[(acc.run_id == run_id) & (acc.task == task) & (acc.phase == p)].value for p in ("before", "after")}
-            b = f"{v['before'].iloc[0]:.3f}" if len(v["before"]) else "-"
-            a = f"{v['after'].iloc[0]:.3f}" if len(v["after"]) else "-"
-            cells.append(f"{b}->{a}")
-        c = costs[costs.run_id == run_id].set_index("metric").value
+            b, a = value("acc", task, "before"), value("acc", task, final)
+            cells.append(f"{b.iloc[0]:.3f}->{a.iloc[0]:.3f}" if len(b) and len(a) else
+                         f"{b.iloc[0]:.3f}->-" if len(b) else "-")
+        forget = value("forgetting", "retention-mean", final)
+        bwt = value("bwt", "sequence", final)
+        cells.append(f"{forget.iloc[0]:+.3f}" if len(forget) else "-")
+        cells.append(f"{bwt.iloc[0]:+.3f}" if len(bwt) else "-")
+        c = g[g.phase == "train"].set_index("metric").value
         mem = c.get("peak_mem_allocated_bytes", c.get("peak_rss_bytes"))
         cells.append(f"{c['step_time_s']:.3f}" if "step_time_s" in c else "-")
         cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
@@ -235,13 +274,14 @@ def summary_table(df: Any) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
     lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-    return "accuracy (acc, before->after)\n" + "\n".join(lines)
+    return ("accuracy (acc, before->after training; after the last stage for sequences); forgetting = mean "
+            "retention loss\n" + "\n".join(lines))
 
 
 # -- bench eval / list ---------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from harness.config import TrainConfig
+    from harness.config import ConfigError, TrainConfig
     from harness.driver import eval_only
     from harness.environment import pick_device
     from tasks import registry as tasks
@@ -249,6 +289,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     train = TrainConfig()
     if args.eval_limit is not None:
         train.eval_limit = args.eval_limit
+    if not args.tasks:
+        raise ConfigError("bench eval needs --tasks (task names or a suite such as commonsense)")
     names = tasks.expand(args.tasks)
     rows = eval_only(args.model, names, train, args.out, pick_device(args.device), not args.no_progress)
     print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}")

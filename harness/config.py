@@ -74,9 +74,18 @@ class RunConfig:
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     protocol: str = "likelihood"
+    retention_tasks: tuple[str, ...] = ()  # evaluated before and after, never trained on
+    retention_text: str | None = None  # held-out text for LM-loss forgetting
+    sequence: bool = False  # train_tasks are stages trained one after another (continued training)
+
+    def stages(self) -> list[tuple[str, ...]]:
+        return [(t,) for t in self.train_tasks] if self.sequence else [self.train_tasks]
 
     def resolved(self) -> dict[str, Any]:
         return {
+            "retention_tasks": list(self.retention_tasks),
+            "retention_text": self.retention_text,
+            "sequence": self.sequence,
             "model": self.model,
             "method": self.method,
             "method_config": self.method_config,
@@ -216,4 +225,6 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
         model=d["model"], method=d["method"], method_config=d["method_config"],
         train_tasks=tuple(d["train_tasks"]), eval_tasks=tuple(d["eval_tasks"]), seed=d["seed"],
         train=TrainConfig(**d["train"]), protocol=d.get("protocol", "likelihood"),
+        retention_tasks=tuple(d.get("retention_tasks", ())), retention_text=d.get("retention_text"),
+        sequence=d.get("sequence", False),
     )

@@ -1,8 +1,10 @@
 """Run one ``RunConfig`` end to end and write its records.
 
 load data -> load model -> "before" evaluation (cached per model/task/protocol/data) ->
-method.adapt (timed as calibration) -> train (timed, memory tracked) -> "after" evaluation ->
-run folder. Knows nothing about any particular method or task: it asks the registries.
+method.adapt (timed as calibration) -> for each stage: train (timed, memory tracked) ->
+evaluate -> record. A plain run has one stage; ``--sequence`` runs one stage per task with one
+continued model, checkpointing after every stage so an interrupted sequence resumes there.
+Knows nothing about any particular method or task: it asks the registries.
 """
 from __future__ import annotations
 
@@ -18,18 +20,20 @@ from typing import Any
 import torch
 
 from harness import records
-from harness.config import RunConfig, config_from_dict
+from harness.config import RunConfig, TrainConfig, config_from_dict
 from harness.data import TrainBatches
 from harness.environment import environment
+from harness.forgetting import backward_transfer, final_average, retention_forgetting, sequential_forgetting
 from harness.measure import MemoryProbe, param_bytes, total_params
 from harness.models import load_model, model_info
-from harness.trainer import train
+from harness.trainer import TrainResult, train
 from methods import registry as method_registry
-from methods.base import TrainContext
+from methods.base import Adapted, TrainContext
 from tasks import registry as task_registry
 from tasks.likelihood import accuracy, score
 
 EVAL_SCORER_VERSION = 1  # bump when scoring changes, so cached evaluations are not reused
+TEXT_WINDOW, TEXT_MAX_WINDOWS = 256, 64
 
 
 def _now() -> str:
@@ -39,6 +43,11 @@ def _now() -> str:
 def _data_sha(checksums: dict[str, str]) -> str:
     """One digest over the checksums of every file a task read."""
     return hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cache_path(out: Path, kind: str, key_src: dict[str, Any]) -> Path:
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(out) / "cache" / kind / f"{key_src.get('task', 'text')}-{key}.json"
 
 
 def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: RunConfig, phase: str,
@@ -63,19 +72,36 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
 def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: RunConfig,
                        device: torch.device, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """The "before" evaluation does not depend on the method: compute it once per model setup."""
-    task = task_registry.get(task_name)
-    data = task_registry.load(task)
+    data = task_registry.load(task_registry.get(task_name))
     key_src = {"model": cfg.model, "task": task_name, "protocol": cfg.protocol, "data": data.checksums,
                "eval_limit": cfg.train.eval_limit, "precision": cfg.train.precision,
                "scorer": EVAL_SCORER_VERSION, "device": device.type}
-    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(out) / "cache" / "eval" / f"{task_name}-{key}.json"
+    path = _cache_path(out, "eval", key_src)
     if path.exists():
         cached = records.read_json(path)
         return cached["summary"], cached["samples"], True
     summary, samples = evaluate_task(model, tokenizer, task_name, cfg, "before", device, progress)
     records.atomic_write_json(path, {"key": key_src, "summary": summary, "samples": samples})
     return summary, samples, False
+
+
+def text_loss(out: Path | None, model: torch.nn.Module, tokenizer: Any, cfg: RunConfig,
+              device: torch.device) -> float:
+    """Held-out LM loss; cached for the base model (``out`` given), computed fresh otherwise."""
+    from tasks.heldout import mean_token_loss, text_windows
+    from tasks.sources import sha256
+
+    path = Path(cfg.retention_text)
+    windows = text_windows(tokenizer, path, TEXT_WINDOW, TEXT_MAX_WINDOWS)
+    if out is None:
+        return mean_token_loss(model, windows, device)
+    key_src = {"model": cfg.model, "text": sha256(path), "window": TEXT_WINDOW, "n": len(windows)}
+    cache = _cache_path(out, "text", key_src)
+    if cache.exists():
+        return records.read_json(cache)["loss"]
+    loss = mean_token_loss(model, windows, device)
+    records.atomic_write_json(cache, {"key": key_src, "loss": loss})
+    return loss
 
 
 def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = True,
@@ -86,56 +112,92 @@ def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = Tr
     record: dict[str, Any] = {"run_id": cfg.run_id, "status": "running", "config": cfg.resolved(),
                               "started": _now(), "model_note": model_info(cfg.model).note,
                               "environment": environment(device), "command": command}
+    previous = _resumable(folder) if cfg.sequence else None
+    if previous:
+        done = len(previous["stages"])
+        finished = {"before", *(f"stage-{k}" for k in range(1, done + 1))}
+        record.update(stages=previous["stages"], evals=[e for e in previous["evals"] if e["phase"] in finished],
+                      resumed_after_stage=done)
     records.atomic_write_json(folder / "run.json", record)
     steps: list[dict[str, Any]] = []
+    if previous:  # keep the steps of finished stages only; the interrupted stage is trained again
+        steps = [s for s in records.read_jsonl(folder / "steps.jsonl") if s.get("stage", 0) <= done]
     try:
         _execute(cfg, out, folder, device, record, steps, progress)
         record["status"] = "ok"
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
     except BaseException as err:  # record every failure, including OOM and KeyboardInterrupt
         record["status"] = "failed"
         record["error"] = {"type": type(err).__name__, "message": str(err)[:2000],
                            "traceback": traceback.format_exc()[-8000:]}
         if isinstance(err, KeyboardInterrupt):
-            records.atomic_write_json(folder / "run.json", {**record, "ended": _now()})
+            _write(folder, record, steps)
             raise
     finally:
         record["ended"] = _now()
-        if steps:
-            records.atomic_write_jsonl(folder / "steps.jsonl", steps)
-        records.atomic_write_json(folder / "run.json", record)
+        _write(folder, record, steps)
     return record
+
+
+def _write(folder: Path, record: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+    if steps:
+        records.atomic_write_jsonl(folder / "steps.jsonl", steps)
+    records.atomic_write_json(folder / "run.json", record)
+
+
+def _resumable(folder: Path) -> dict[str, Any] | None:
+    """A sequence interrupted after some stage: its record, if the stage checkpoint survived."""
+    path = folder / "run.json"
+    if not (path.exists() and (folder / "checkpoint.pt").exists()):
+        return None
+    previous = records.read_json(path)
+    return previous if previous.get("stages") and previous.get("status") != "ok" else None
+
+
+def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, device: torch.device,
+                   seed: int) -> tuple[TrainBatches, int, TrainContext]:
+    """Training batches, step count and method context for one stage's tasks."""
+    tc = cfg.train
+    pairs = [t.train_pair(ex) for t in map(task_registry.get, stage) for ex in task_registry.load(t).train]
+    batches = TrainBatches(pairs, tokenizer, tc.max_length, tc.batch_size, tc.micro(), seed, tc.train_on_inputs, device)
+    n_steps = tc.resolved_steps(len(batches))
+
+    def calibration() -> Any:  # a differently seeded pass over the same training items
+        again = TrainBatches(pairs, tokenizer, tc.max_length, tc.batch_size, tc.micro(), seed + 1,
+                             tc.train_on_inputs, device)
+        return (mb for step in again for mb in step)
+
+    ctx = TrainContext(lr=tc.lr, weight_decay=tc.weight_decay, warmup_steps=tc.resolved_warmup(n_steps),
+                       total_steps=n_steps, min_lr_ratio=tc.min_lr_ratio, grad_clip=tc.grad_clip or None,
+                       seed=seed, device=str(device), calibration_batches=calibration)
+    return batches, n_steps, ctx
 
 
 def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, record: dict[str, Any],
              steps: list[dict[str, Any]], progress: bool) -> None:
     torch.manual_seed(cfg.seed)
     spec = method_registry.get(cfg.method)
-    train_tasks = [task_registry.get(name) for name in cfg.train_tasks]
-    pairs = [t.train_pair(ex) for t in train_tasks for ex in task_registry.load(t).train]
-    record["data"] = {t.name: {"checksums": task_registry.load(t).checksums, "split": task_registry.load(t).split_note,
-                               "n_train": len(task_registry.load(t).train)} for t in train_tasks}
+    eval_names = list(dict.fromkeys(cfg.eval_tasks + cfg.retention_tasks))
+    record["data"] = {name: {"checksums": d.checksums, "split": d.split_note, "n_train": len(d.train),
+                             "n_test": len(d.test)}
+                      for name in dict.fromkeys(cfg.train_tasks + tuple(eval_names))
+                      for d in [task_registry.load(task_registry.get(name))]}
 
     model, tokenizer = load_model(cfg.model)
     model.to(device)
     record["base_params"] = base_params = total_params(model)
 
-    evals: list[dict[str, Any]] = []
-    for name in cfg.eval_tasks:
-        summary, samples, hit = cached_before_eval(out, model, tokenizer, name, cfg, device, progress)
-        evals.append({**summary, "cached": hit})
-        records.atomic_write_jsonl(folder / "samples" / "before" / f"{name}.jsonl", samples)
-    record["evals"] = evals
+    evals: list[dict[str, Any]] = record.setdefault("evals", [])
+    if not record.get("stages"):
+        for name in eval_names:
+            summary, samples, hit = cached_before_eval(out, model, tokenizer, name, cfg, device, progress)
+            evals.append({**summary, "cached": hit})
+            records.atomic_write_jsonl(folder / "samples" / "before" / f"{name}.jsonl", samples)
+    if cfg.retention_text:
+        record["text_loss_before"] = text_loss(out, model, tokenizer, cfg, device)
 
-    tc = cfg.train
-    batches = TrainBatches(pairs, tokenizer, tc.max_length, tc.batch_size, tc.micro(), cfg.seed,
-                           tc.train_on_inputs, device)
-    n_steps = tc.resolved_steps(len(batches))
-    ctx = TrainContext(lr=tc.lr, weight_decay=tc.weight_decay, warmup_steps=tc.resolved_warmup(n_steps),
-                       total_steps=n_steps, min_lr_ratio=tc.min_lr_ratio, grad_clip=tc.grad_clip or None,
-                       seed=cfg.seed, device=str(device),
-                       calibration_batches=lambda: (mb for step in TrainBatches(
-                           pairs, tokenizer, tc.max_length, tc.batch_size, tc.micro(), cfg.seed + 1,
-                           tc.train_on_inputs, device) for mb in step))
+    stages = cfg.stages()
+    batches, n_steps, ctx = _stage_context(cfg, stages[0], tokenizer, device, cfg.seed)
     method_cfg = config_from_dict(spec.config_cls, cfg.method_config)
     calib = MemoryProbe(device)
     t0 = time.perf_counter()
@@ -143,45 +205,106 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
         adapted = spec.adapt(model, method_cfg, ctx)
     calibration_time_s = time.perf_counter() - t0
 
+    done = len(record.get("stages", []))
+    if done:
+        adapted.model.load_state_dict(torch.load(folder / "checkpoint.pt", map_location=device))
+    results: list[TrainResult] = []
     probe = MemoryProbe(device)
-    profile_step = max(0, min(tc.timing_warmup_steps, n_steps) - 1)
-    with probe.track():
-        result = train(adapted, batches, n_steps, device, ctx.grad_clip, tc.precision, profile_step, progress)
-    steps.extend(result.steps)
+    tc = cfg.train
+    for k, stage in enumerate(stages):
+        if k < done:
+            continue
+        if k > 0:
+            batches, n_steps, ctx = _stage_context(cfg, stage, tokenizer, device, cfg.seed + k)
+            adapted.start_stage(ctx)
+        profile_step = max(0, min(tc.timing_warmup_steps, n_steps) - 1) if not results else -1
+        with probe.track():
+            result = train(adapted, batches, n_steps, device, ctx.grad_clip, tc.precision, profile_step, progress)
+        results.append(result)
+        steps.extend({**s, "stage": k + 1} if cfg.sequence else s for s in result.steps)
+        phase = f"stage-{k + 1}" if cfg.sequence else "after"
+        for name in eval_names:
+            summary, samples = evaluate_task(adapted.for_eval(), tokenizer, name, cfg, phase, device, progress)
+            evals.append(summary)
+            records.atomic_write_jsonl(folder / "samples" / phase / f"{name}.jsonl", samples)
+        if cfg.sequence:
+            record.setdefault("stages", []).append({"stage": k + 1, "tasks": list(stage), "steps": n_steps,
+                                                    "train_time_s": result.train_time_s})
+            if k + 1 < len(stages):
+                _checkpoint(adapted, folder)
+                _write(folder, record, steps)
 
-    eval_model = adapted.for_eval()
-    for name in cfg.eval_tasks:
-        summary, samples = evaluate_task(eval_model, tokenizer, name, cfg, "after", device, progress)
-        evals.append(summary)
-        records.atomic_write_jsonl(folder / "samples" / "after" / f"{name}.jsonl", samples)
+    if cfg.retention_text:
+        record["text_loss_after"] = text_loss(None, adapted.for_eval(), tokenizer, cfg, device)
+    record["derived"] = derived_metrics(cfg, evals, record)
+    record["costs"] = _costs(results, tc, probe, calibration_time_s, adapted, base_params) if results else {}
+    record["calibration_memory"] = calib.figures
+    record["method_record"] = adapted.record()
+    record["train_config"] = dataclasses.asdict(tc)
 
+
+def _checkpoint(adapted: Adapted, folder: Path) -> None:
+    """Model state after a finished stage (adapters, subnet indices, weights), written atomically."""
+    tmp = folder / ".checkpoint.pt.tmp"
+    torch.save(adapted.model.state_dict(), tmp)
+    tmp.replace(folder / "checkpoint.pt")
+
+
+def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, calibration_time_s: float,
+           adapted: Adapted, base_params: int) -> dict[str, tuple[float, str]]:
+    """The run's cost figures with their units (measurement.md), over every stage's steps."""
+    first = results[0]
+    merged = TrainResult(steps=[s for r in results for s in r.steps], profile=first.profile,
+                         profiled_step=first.profiled_step)
+    stats = merged.stats(tc.timing_warmup_steps)
+    units = {"step_time_steps": "count", "tokens_per_s": "tokens/s"}
     trainable = adapted.trainable_params()
-    mem_unit = {k: (v, "bytes") for k, v in probe.figures.items() if k.endswith("_bytes")}
-    record["costs"] = {
-        **{k: (v, "s" if k.startswith("step_time") and k != "step_time_steps" else "count" if k == "step_time_steps"
-               else "tokens/s") for k, v in result.stats(tc.timing_warmup_steps).items()},
-        "train_time_s": (result.train_time_s, "s"),
+    last = merged.steps[-5:]
+    return {
+        **{k: (v, units.get(k, "s")) for k, v in stats.items()},
+        "train_time_s": (sum(r.train_time_s for r in results), "s"),
         "calibration_time_s": (calibration_time_s, "s"),
-        **mem_unit,
+        **{k: (v, "bytes") for k, v in probe.figures.items() if k.endswith("_bytes")},
         "trainable_params": (trainable, "count"),
         "total_params": (base_params, "count"),
         "trainable_pct": (100.0 * trainable / base_params, "%"),
         "param_bytes": (param_bytes(adapted.model), "bytes"),
-        **{k: (v, "bytes" if k.endswith("bytes") else "flops") for k, v in result.profile.items()},
-        "final_loss": (sum(s["loss"] for s in result.steps[-5:]) / len(result.steps[-5:]), "nats"),
-        "steps": (n_steps, "count"),
+        **{k: (v, "flops" if k.startswith("flops") else "bytes") for k, v in first.profile.items()},
+        "final_loss": (sum(s["loss"] for s in last) / len(last), "nats"),
+        "steps": (len(merged.steps), "count"),
     }
-    record["calibration_memory"] = calib.figures
-    record["profiled_step"] = profile_step
-    record["method_record"] = adapted.record()
-    record["train_config"] = dataclasses.asdict(tc)
+
+
+def derived_metrics(cfg: RunConfig, evals: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Forgetting figures (measurement.md): retention, sequential matrix, BWT, LM-loss change."""
+    acc = {(e["task"], e["phase"]): next(m["value"] for m in e["metrics"] if m["name"] == "acc") for e in evals}
+    last = f"stage-{len(cfg.train_tasks)}" if cfg.sequence else "after"
+    out: list[dict[str, Any]] = []
+    retention = [t for t in cfg.retention_tasks if (t, "before") in acc and (t, last) in acc]
+    if retention:
+        lost = retention_forgetting({t: acc[(t, "before")] for t in retention}, {t: acc[(t, last)] for t in retention})
+        out += [{"task": t, "phase": last, "metric": "forgetting", "value": v, "unit": "fraction"} for t, v in lost.items()]
+        out.append({"task": "retention-mean", "phase": last, "metric": "forgetting",
+                    "value": sum(lost.values()) / len(lost), "unit": "fraction", "n": len(lost)})
+    if cfg.sequence:
+        seq = list(cfg.train_tasks)
+        R = [[acc[(t, f"stage-{i + 1}")] for t in seq] for i in range(len(seq))]
+        record["accuracy_matrix"] = {"rows": [f"stage-{i + 1}" for i in range(len(seq))], "cols": seq, "R": R}
+        out.append({"task": "sequence", "phase": last, "metric": "final_avg_acc", "value": final_average(R),
+                    "unit": "fraction"})
+        out.append({"task": "sequence", "phase": last, "metric": "bwt", "value": backward_transfer(R),
+                    "unit": "fraction"})
+        out += [{"task": t, "phase": last, "metric": "forgetting", "value": v, "unit": "fraction"}
+                for t, v in zip(seq, sequential_forgetting(R))]
+    if "text_loss_before" in record and "text_loss_after" in record:
+        out.append({"task": "retention-text", "phase": last, "metric": "lm_loss_forgetting",
+                    "value": record["text_loss_after"] - record["text_loss_before"], "unit": "nats"})
+    return out
 
 
 def eval_only(model_name: str, task_names: list[str], train_cfg: Any, out: Path, device: torch.device,
               progress: bool = True) -> list[dict[str, Any]]:
     """``bench eval``: score a model without training; recorded as a run of method ``none``."""
-    from harness.config import RunConfig
-
     cfg = RunConfig(model=model_name, method="none", method_config={}, train_tasks=(), eval_tasks=tuple(task_names),
                     train=train_cfg)
     for name in task_names:

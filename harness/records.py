@@ -28,12 +28,17 @@ TIDY_COLUMNS = [
 ]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         with _suppress():
@@ -103,6 +108,10 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": metric["value"], "stderr": metric.get("stderr"), "n": metric.get("n"),
                 "unit": "fraction", "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
             })
+    for d in record.get("derived", []):  # forgetting, BWT, final average accuracy, LM-loss change
+        rows.append({**base, "task": d["task"], "phase": d["phase"], "metric": d["metric"], "value": d["value"],
+                     "stderr": d.get("stderr"), "n": d.get("n"), "unit": d.get("unit", ""), "data_sha256": None,
+                     "chance": None})
     for name, (value, unit) in record.get("costs", {}).items():
         rows.append({**base, "task": base["train_tasks"], "phase": "train", "metric": name, "value": value,
                      "stderr": None, "n": None, "unit": unit, "data_sha256": None, "chance": None})
@@ -127,6 +136,7 @@ def rebuild_table(out: Path) -> pd.DataFrame:
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, out / "results.parquet")
     except BaseException:
         with _suppress():

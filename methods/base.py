@@ -135,6 +135,16 @@ class Adapted:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def start_stage(self, ctx: TrainContext) -> None:
+        """Continued training (``--sequence``): a new task begins with run context ``ctx``.
+
+        Default policy: weights and adapters carry over; the optimizer state and the LR schedule
+        start afresh (warm-up + cosine over the new stage). Methods with more state override it.
+        """
+        self.ctx = ctx
+        self.optimizer = default_optimizer(self.params, ctx)
+        self.scheduler = default_scheduler(self.optimizer, ctx)
+
     # -- accounting (measurement.md, "Memory") ---------------------------------------------
     def trainable_params(self) -> int:
         """Number of parameters the method actually updates."""
