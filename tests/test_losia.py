@@ -116,19 +116,15 @@ def test_importance_formula_and_ema_by_hand() -> None:
     assert tracker.score() is None and tracker.tensors() == []
 
 
-def _idx(*v: int) -> list[int]:
-    return list(v)
-
-
 def test_greedy_strategies_by_hand() -> None:
     s = torch.tensor([[4.0, 0.0, 0.0],
                       [0.0, 2.0, 2.5],
                       [0.0, 3.0, 0.0]])
     # row sums [4, 4.5, 3] -> R={1}; column sums [4, 5, 2.5] -> C={1}
     c = candidates(s, 1, 1)
-    assert [c["independent"][0].tolist(), c["independent"][1].tolist()] == [_idx(1), _idx(1)]  # sum 2
-    assert [c["rows_first"][0].tolist(), c["rows_first"][1].tolist()] == [_idx(1), _idx(2)]  # sum 2.5
-    assert [c["cols_first"][0].tolist(), c["cols_first"][1].tolist()] == [_idx(2), _idx(1)]  # sum 3
+    assert [c["independent"][0].tolist(), c["independent"][1].tolist()] == [[1], [1]]  # sum 2
+    assert [c["rows_first"][0].tolist(), c["rows_first"][1].tolist()] == [[1], [2]]  # sum 2.5
+    assert [c["cols_first"][0].tolist(), c["cols_first"][1].tolist()] == [[2], [1]]  # sum 3
     rows, cols, name = relocalize(s, 1, 1)
     assert (rows.tolist(), cols.tolist(), name) == ([2], [1], "cols_first")
     rows, cols, name = relocalize(s.t().contiguous(), 1, 1)

@@ -40,7 +40,23 @@ class Subnet:
         self.rows = rows.to(self.weight.device)
         self.cols = cols.to(self.weight.device)
         self.all_cols = cols.numel() == self.weight.shape[1]
-        self.index = (self.rows.unsqueeze(1), self.cols.unsqueeze(0))
+        # flat offsets of W[R, C] in row-major order: 1-D index_select / index_copy_ on them
+        # are 2-5x faster on CPU than 2-D advanced indexing with broadcast index tensors
+        self.flat_index = (self.rows.unsqueeze(1) * self.weight.shape[1] + self.cols.unsqueeze(0)).reshape(-1)
+
+    def take(self, full: torch.Tensor) -> torch.Tensor:
+        """A copy of full[R, C] for any tensor shaped like the weight."""
+        return full.reshape(-1).index_select(0, self.flat_index).view(self.shape)
+
+    @torch.no_grad()
+    def write_block(self, block: torch.Tensor) -> None:
+        """W[R, C] = block, in place."""
+        self.weight.view(-1).index_copy_(0, self.flat_index, block.reshape(-1))
+
+    @torch.no_grad()
+    def add_to_block(self, update: torch.Tensor) -> None:
+        """W[R, C] += update, in place (no gather of the block needed)."""
+        self.weight.view(-1).index_add_(0, self.flat_index, update.reshape(-1))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -55,7 +71,7 @@ class Subnet:
         if self._block is None:
             full = self.full_grad()
             if full is not None:
-                self._block = full[self.index]
+                self._block = self.take(full)
         return self._block
 
     def grad_tensors(self) -> list[torch.Tensor]:
@@ -87,8 +103,11 @@ class _SubnetLinearFn(torch.autograd.Function):
         ctx.subnet = subnet
         ctx.profiling = subnet.profiling
         ctx.rows = subnet.rows
-        keep_full = subnet.profiling or subnet.all_cols
-        ctx.save_for_backward(x if keep_full else x.index_select(-1, subnet.cols), weight)
+        if subnet.profiling or subnet.all_cols:
+            saved = x
+        else:  # 2-D index_select is several times faster than on the last dim of a 3-D tensor
+            saved = x.reshape(-1, x.shape[-1]).index_select(1, subnet.cols)
+        ctx.save_for_backward(saved, weight)
         return F.linear(x, weight)
 
     @staticmethod

@@ -110,6 +110,12 @@ class LosiaAdapted(Adapted):
         return float(total)
 
     def after_step(self, step: int) -> None:
+        """Accumulate importance for the profiled slot(s); re-select at the end of a window.
+
+        Runs after the update, so theta is this step's updated weight (the spec's theta*g with
+        theta one lr-sized step later, as AdaLoRA's sensitivity does); g is the unclipped full
+        gradient, which clipping never touches (it scales the block copies).
+        """
         slots = self.profiled_slots(step)
         for slot in slots:
             for s in self.slots[slot]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Any, Callable
 
 import torch
@@ -11,22 +12,21 @@ from methods.base import warmup_cosine
 from methods.losia.layer import Subnet
 
 
-def _adamw_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-            exp_avg_sqs: list[torch.Tensor], steps: list[int], lr: float, betas: tuple[float, float],
-            eps: float, weight_decay: float) -> None:
-    """Decoupled-weight-decay Adam, in place, with a step count per tensor (subnets restart)."""
-    if not params:
-        return
+def _adam_moments(grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+                  step: int, betas: tuple[float, float], eps: float) -> tuple[list[torch.Tensor], float]:
+    """Advance Adam's moments in place; return the denominators and the bias correction of m.
+
+    One step count per call keeps every foreach op on its scalar fast path (scalar lists cost a
+    tensor conversion per element on CPU); callers bucket tensors by step count.
+    """
     beta1, beta2 = betas
-    if weight_decay:
-        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**t) for t in steps])
+    torch._foreach_div_(denom, math.sqrt(1.0 - beta2**step))
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1.0 - beta1**t) for t in steps])
+    return denom, 1.0 / (1.0 - beta1**step)
 
 
 class SubnetAdamW(torch.optim.Optimizer):
@@ -51,7 +51,7 @@ class SubnetAdamW(torch.optim.Optimizer):
     def subnets(self) -> list[Subnet]:
         return [s for g in self.param_groups if g["subnets"] for s in g["subnets"]]
 
-    def _moments(self, key: torch.Tensor, like: torch.Tensor) -> dict[str, Any]:
+    def _state(self, key: torch.Tensor, like: torch.Tensor) -> dict[str, Any]:
         state = self.state[key]
         if not state:
             state.update(step=0, exp_avg=torch.zeros_like(like), exp_avg_sq=torch.zeros_like(like))
@@ -63,22 +63,42 @@ class SubnetAdamW(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             if group["subnets"] is None:
-                targets = [p for p in group["params"] if p.grad is not None]
-                grads = [p.grad for p in targets]
-                states = [self._moments(p, p) for p in targets]
+                items = [(p, p.grad) for p in group["params"] if p.grad is not None]
             else:
-                subnets = [s for s in group["subnets"] if s.block_grad() is not None]
-                grads = [s.block_grad() for s in subnets]
-                if self.grad_scale != 1.0:
-                    grads = torch._foreach_mul(grads, self.grad_scale)
-                targets = [s.weight[s.index] for s in subnets]  # gathered copies of the blocks
-                states = [self._moments(s.weight, g) for s, g in zip(subnets, grads)]
-            _adamw_(targets, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
-                    [st["step"] for st in states], group["lr"], group["betas"], group["eps"], group["weight_decay"])
-            if group["subnets"] is not None:
-                for s, block in zip(subnets, targets):
-                    s.weight.index_put_(s.index, block)
+                items = [(s, s.block_grad()) for s in group["subnets"] if s.block_grad() is not None]
+            buckets: dict[int, list[tuple[Any, torch.Tensor, dict[str, Any]]]] = defaultdict(list)
+            for target, grad in items:
+                state = self._state(target if group["subnets"] is None else target.weight, grad)
+                buckets[state["step"]].append((target, grad, state))
+            for step, bucket in buckets.items():
+                self._update(group, step, bucket)
         return loss
+
+    def _update(self, group: dict[str, Any], step: int, bucket: list[tuple[Any, torch.Tensor, dict[str, Any]]]) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        targets = [t for t, _, _ in bucket]
+        grads = [g for _, g, _ in bucket]
+        if group["subnets"] is not None and self.grad_scale != 1.0:
+            grads = torch._foreach_mul(grads, self.grad_scale)
+        exp_avgs = [st["exp_avg"] for _, _, st in bucket]
+        denom, correction = _adam_moments(grads, exp_avgs, [st["exp_avg_sq"] for _, _, st in bucket],
+                                          step, group["betas"], group["eps"])
+        if group["subnets"] is None:
+            if wd:
+                torch._foreach_mul_(targets, 1.0 - lr * wd)
+            torch._foreach_addcdiv_(targets, exp_avgs, denom, -lr * correction)
+            return
+        updates = torch._foreach_div(exp_avgs, denom)
+        torch._foreach_mul_(updates, -lr * correction)
+        if wd:  # decoupled decay of the block only: W[R, C] <- W[R, C] (1 - lr wd) + update
+            blocks = [s.take(s.weight) for s in targets]
+            torch._foreach_mul_(blocks, 1.0 - lr * wd)
+            torch._foreach_add_(blocks, updates)
+            for s, block in zip(targets, blocks):
+                s.write_block(block)
+        else:
+            for s, update in zip(targets, updates):
+                s.add_to_block(update)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none=set_to_none)
