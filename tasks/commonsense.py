@@ -169,6 +169,8 @@ def _read_json(path: Path) -> Any:
 
 
 def load_local(spec: Spec, source: DataSource) -> TaskData:
+    """Verified files -> splits. Official train items that repeat a test item are dropped, and
+    tasks without a train file get a seed-independent carve, so nothing evaluated is trained on."""
     checksums, parsed = {}, {}
     for rel in spec.files():
         path, checksums[rel] = source.checked(rel)
@@ -180,7 +182,8 @@ def load_local(spec: Spec, source: DataSource) -> TaskData:
         seen = {ex.instruction for ex in test}
         train_all = parsed[spec.files()[1]]
         train = [ex for ex in train_all if ex.instruction not in seen]
-        dropped = f"; {len(train_all) - len(train)} train items identical to test items dropped" if len(train) < len(train_all) else ""
+        n_dropped = len(train_all) - len(train)
+        dropped = f"; {n_dropped} train items identical to test items dropped" if n_dropped else ""
         note = f"train: {spec.files()[1]} ({len(train)} items{dropped}); test: {test_rel} ({len(test)} items)"
     else:
         train_idx, test_idx, carve_note = carve([ex.instruction for ex in test])
@@ -203,7 +206,8 @@ def load(spec: Spec, source: DataSource) -> TaskData:
     except DataError as err:
         raise DataError(f"{spec.name}: data not found: {paths}, and the hub fallback failed: {err}") from None
     parsed = {split: parse_records(spec, recs, f"hub {hint} {split}", split) for split, recs in raw.splits.items()}
-    note = f"hub: {hint}, train split {raw.train_split!r} ({len(parsed['train'])} items), test split {raw.test_split!r} ({len(parsed['test'])} items)"
+    note = (f"hub: {hint}, train split {raw.train_split!r} ({len(parsed['train'])} items), "
+            f"test split {raw.test_split!r} ({len(parsed['test'])} items)")
     return TaskData(parsed["train"], parsed["test"], f"hub:{hint}", raw.fingerprints, note)
 
 
