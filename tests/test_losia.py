@@ -113,7 +113,7 @@ def test_importance_formula_and_ema_by_hand() -> None:
     torch.testing.assert_close(tracker.u_bar, torch.tensor([[0.65625, 1.96875]]))
     torch.testing.assert_close(tracker.score(), torch.tensor([[1.25 * 0.65625, 3.75 * 1.96875]]))
     tracker.reset()
-    assert tracker.score() is None and tracker.tensors() == []
+    assert tracker.score() is None and tracker.i_bar is None and tracker.u_bar is None
 
 
 def test_greedy_strategies_by_hand() -> None:

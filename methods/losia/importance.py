@@ -45,9 +45,6 @@ class ImportanceTracker:
     def reset(self) -> None:
         self.i_bar = self.u_bar = None
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [t for t in (self.i_bar, self.u_bar) if t is not None]
-
 
 def _top(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(values, k, sorted=False).indices.sort().values

@@ -152,11 +152,3 @@ class RewarmSchedule:
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "restarts": dict(self.restarts)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_step = state["last_step"]
-        self.restarts = {int(k): v for k, v in state["restarts"].items()}
-        self._apply()
