@@ -250,7 +250,7 @@ def summary_table(df: Any) -> str:
         return "(no results)"
     acc = df[df.metric == "acc"]
     tasks_ = list(dict.fromkeys(acc.task))
-    header = ["method", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable%", "status"]
+    header = ["method", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable", "status"]
     rows = []
     for (run_id, method, seed), g in df.groupby(["run_id", "method", "seed"], sort=False):
         final = _final_phase(set(g.phase))
@@ -268,7 +268,7 @@ def summary_table(df: Any) -> str:
         mem = c.get("peak_mem_allocated_bytes", c.get("peak_rss_bytes"))
         cells.append(f"{c['step_time_s']:.3f}" if "step_time_s" in c else "-")
         cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
-        cells.append(f"{c['trainable_pct']:.2f}" if "trainable_pct" in c else "-")
+        cells.append(f"{int(c['trainable_params']):,} ({c['trainable_pct']:.2f}%)" if "trainable_pct" in c else "-")
         cells.append(g.status.iloc[0])
         rows.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
