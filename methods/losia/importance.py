@@ -10,11 +10,11 @@ def importance(theta: torch.Tensor, grad: torch.Tensor, kind: str = "param_mix")
     """Elementwise sensitivity from s = theta * g (a Taylor estimate of the loss change on removal)."""
     s = theta * grad
     if kind == "param_mix":
-        return (s - 0.5 * s * s).abs_()
+        return s.mul(s).mul_(-0.5).add_(s).abs_()  # |s - s^2/2|, one temporary
     if kind == "param_first":
         return s.abs_()
     if kind == "param_second":
-        return (s * s).abs_()
+        return s.mul_(s)
     raise ValueError(f"unknown importance kind {kind!r}")
 
 
@@ -36,8 +36,9 @@ class ImportanceTracker:
         if self.i_bar is None:
             self.i_bar = torch.zeros_like(ipt)
             self.u_bar = torch.zeros_like(ipt)
-        self.i_bar.mul_(self.beta1).add_(ipt, alpha=1.0 - self.beta1)
-        self.u_bar.mul_(self.beta2).add_((ipt - self.i_bar).abs_(), alpha=1.0 - self.beta2)
+        # lerp_(x, 1 - b) is b * acc + (1 - b) * x in one pass; ipt is reused for |I - I_bar|
+        self.i_bar.lerp_(ipt, 1.0 - self.beta1)
+        self.u_bar.lerp_(ipt.sub_(self.i_bar).abs_(), 1.0 - self.beta2)
 
     def score(self) -> torch.Tensor | None:
         return None if self.i_bar is None else self.i_bar * self.u_bar
