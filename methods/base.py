@@ -145,6 +145,17 @@ class Adapted:
         self.optimizer = default_optimizer(self.params, ctx)
         self.scheduler = default_scheduler(self.optimizer, ctx)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training later (stage checkpoints of ``--sequence``).
+
+        The model's own state covers weights and adapters; methods holding state outside
+        module buffers (e.g. LoSiA's row/column indices) add it here.
+        """
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+
     # -- accounting (measurement.md, "Memory") ---------------------------------------------
     def trainable_params(self) -> int:
         """Number of parameters the method actually updates."""
