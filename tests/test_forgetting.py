@@ -35,6 +35,8 @@ def test_retention_forgetting_sign():
 # -- end to end on the tiny model ------------------------------------------------------------
 import json  # noqa: E402
 
+import torch  # noqa: E402
+
 from harness import cli, driver  # noqa: E402
 
 RUN = ["run", "--model", "tiny-llama", "--max-steps", "2", "--eval-limit", "6", "--executor", "inline",
@@ -96,3 +98,28 @@ def test_interrupted_sequence_resumes_after_the_last_finished_stage(tmp_path, mo
     assert bwt == pytest.approx(R[1][0] - R[0][0])
     steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
     assert [s["stage"] for s in steps] == [1, 1, 2, 2]
+
+
+def test_losia_checkpoint_carries_its_subnets_and_a_stage_resets_the_optimizer():
+    from harness.models import load_model
+    from methods import registry
+    from methods.base import TrainContext
+
+    spec = registry.get("losia-pro")
+    a = spec.adapt(load_model("tiny-llama")[0], spec.default_config(), TrainContext(seed=1))
+    b = spec.adapt(load_model("tiny-llama")[0], spec.default_config(), TrainContext(seed=2))
+    assert any(not torch.equal(x.rows, y.rows) for x, y in zip(a.subnets, b.subnets))
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(x.rows, y.rows) and torch.equal(x.cols, y.cols) for x, y in zip(a.subnets, b.subnets))
+    old = b.optimizer
+    b.start_stage(TrainContext(seed=2, lr=1e-3, total_steps=5))
+    assert b.optimizer is not old and b.ctx.lr == 1e-3
+    assert all(torch.equal(x.rows, y.rows) for x, y in zip(a.subnets, b.subnets))
+
+
+def test_sequence_runs_for_losia(tmp_path):
+    argv = [*RUN, "--out", str(tmp_path), "--methods", "losia-pro", "--sequence", "synthetic,arc_e",
+            "--retention", "none"]
+    assert cli.main(argv) == 0
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert [s["stage"] for s in rec["stages"]] == [1, 2] and len(rec["accuracy_matrix"]["R"]) == 2

@@ -78,10 +78,31 @@ class LosiaAdapted(Adapted):
             id(s): ImportanceTracker(cfg.importance, cfg.importance_beta1, cfg.importance_beta2) for s in subnets
         }
         self.reselections: list[list[Any]] = []
+        super().__init__(model, dense, ctx, *self._optimizer(dense, ctx))  # type: ignore[arg-type]
+
+    def _optimizer(self, dense: list[nn.Parameter], ctx: TrainContext) -> tuple[SubnetAdamW, RewarmSchedule]:
+        cfg = self.cfg
         optimizer = SubnetAdamW(self.slots, dense, ctx.lr, ctx.betas, ctx.eps, ctx.weight_decay, cfg.grad_scale)
-        scheduler = RewarmSchedule(optimizer, ctx.warmup_steps, ctx.total_steps, cfg.min_lr_ratio,
-                                   cfg.period, cfg.rewarm)
-        super().__init__(model, dense, ctx, optimizer, scheduler)  # type: ignore[arg-type]
+        return optimizer, RewarmSchedule(optimizer, ctx.warmup_steps, ctx.total_steps, cfg.min_lr_ratio,
+                                         cfg.period, cfg.rewarm)
+
+    def start_stage(self, ctx: TrainContext) -> None:
+        """Continued training: the subnets (R, C) carry over to the next task; Adam moments,
+        importance accumulators and the LR schedule start afresh, and the asynchronous
+        profiling cycle restarts at slot 0 (the driver counts steps from 0 in every stage)."""
+        self.ctx = ctx
+        self.optimizer, self.scheduler = self._optimizer(self.params, ctx)
+        for tracker in self.trackers.values():
+            tracker.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(),
+                "subnets": {s.name: (s.rows.clone(), s.cols.clone()) for s in self.subnets}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        for s in self.subnets:
+            s.set_index(*state["subnets"][s.name])
 
     # -- schedule -------------------------------------------------------------------------
     def profiled_slots(self, step: int) -> tuple[int, ...]:
