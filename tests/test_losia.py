@@ -95,6 +95,21 @@ def test_subnet_gradient_equals_full_gradient_sliced() -> None:
                                rtol=1e-5, atol=1e-7)
 
 
+def test_pro_under_bf16_autocast_matches_plain_autograd() -> None:
+    """The trainer autocasts to bf16 on CUDA; the custom backward must follow autograd's dtypes."""
+    plain, pro = _adapted(False), _adapted(True)
+    for a in (plain, pro):
+        a.before_step(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = a.model(**_batch(3)).loss
+        loss.backward()
+    for sp, sq in zip(plain.subnets, pro.subnets):
+        assert sq.block_grad().dtype == torch.float32
+        torch.testing.assert_close(sq.block_grad(), sp.block_grad(), rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(pro.model.model.embed_tokens.weight.grad, plain.model.model.embed_tokens.weight.grad,
+                               rtol=1e-2, atol=1e-4)
+
+
 def test_importance_formula_and_ema_by_hand() -> None:
     theta = torch.tensor([[2.0, -1.0]])
     grad = torch.tensor([[0.5, 3.0]])  # s = theta * g = [1, -3]

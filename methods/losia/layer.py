@@ -80,13 +80,15 @@ class Subnet:
 
     def add_block(self, grad_rows_t: torch.Tensor, x_cols: torch.Tensor) -> None:
         if self._block is None:
-            self._block = grad_rows_t.mm(x_cols)
-        else:  # gradient accumulation over micro-batches
+            self._block = grad_rows_t.mm(x_cols).to(self.weight.dtype)
+        elif grad_rows_t.dtype == self._block.dtype:  # gradient accumulation over micro-batches
             self._block.addmm_(grad_rows_t, x_cols)
+        else:
+            self._block.add_(grad_rows_t.mm(x_cols))
 
     def add_full(self, grad: torch.Tensor) -> None:
         if self._full is None:
-            self._full = grad
+            self._full = grad.to(self.weight.dtype)
         else:
             self._full.add_(grad)
 
@@ -113,13 +115,16 @@ class _SubnetLinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         saved, weight = ctx.saved_tensors
+        # under autocast grad_out comes in the autocast dtype (bf16): compute in it, as autograd
+        # would for an autocast linear, and keep the weight's own dtype for its gradient
+        dtype = grad_out.dtype
         grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
-        x_2d = saved.reshape(-1, saved.shape[-1])
+        x_2d = saved.reshape(-1, saved.shape[-1]).to(dtype)
         if ctx.profiling:
             ctx.subnet.add_full(grad_2d.t().mm(x_2d))
         else:
             ctx.subnet.add_block(grad_2d.index_select(1, ctx.rows).t(), x_2d)
-        grad_x = grad_out.matmul(weight) if ctx.needs_input_grad[0] else None
+        grad_x = grad_out.matmul(weight.to(dtype)) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, None
 
 
