@@ -17,10 +17,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.config import ConfigError
     from harness.models import ModelError
     from methods.registry import UnknownMethod
+    from tasks.protocols import ProtocolError
     from tasks.registry import UnknownTask
     from tasks.sources import DataError
 
-    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError)
+    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError)
 
 
 def _csv(text: str) -> list[str]:
@@ -31,8 +32,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m",
                    help="built-in name (smollm2-135m, tiny-llama, smollm2-shapes), hub id or local folder "
                         "(default: smollm2-135m, embedded, works offline)")
-    p.add_argument("--tasks", default=None, help="comma-separated task names or suites, e.g. commonsense or arc_e,boolq")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated task names or suites (commonsense, math), e.g. arc_e,boolq; also "
+                        "file:PATH (an LLM-Adapters-format .json or folder) and lm-eval:NAME (an lm-eval task)")
     p.add_argument("--eval-limit", type=int, default=None, help="test items per task (0 = all; default 50)")
+    p.add_argument("--protocol", choices=["auto", "likelihood", "generate"], default="auto",
+                   help="likelihood: multiple choice by log-likelihood (acc, acc_norm); generate: LLM-Adapters "
+                        "prompt, greedy decoding (--set num_beams=4 for their beam search), answer extraction. "
+                        "auto (default): likelihood when every task has choices, else generate (math)")
+    p.add_argument("--eval-backend", choices=["native", "lm-eval"], default="native",
+                   help="native (default): our batched scorer/generator; lm-eval: lm-evaluation-harness's HFLM on "
+                        "the same in-memory model, our tasks exported as lm-eval YAML")
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="offline data folder (default: $PEFT_BENCH_DATA, else ../shared/data beside the project)")
@@ -73,7 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a model without training")
     _add_common(ev)
+    ev.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="evaluation key: eval_batch_size, num_beams, max_new_tokens (0 = task's), eval_limit")
     ev.set_defaults(func=cmd_eval)
+
+    cmp = sub.add_parser("compare", help="paired comparison of two methods on the same test items",
+                         description="Per task: accuracy of each method (mean, std and 95% t-interval across "
+                                     "seeds), the paired difference B - A with a paired-bootstrap 95% interval, "
+                                     "and McNemar's exact p-value on the items both methods answered.")
+    cmp.add_argument("results", type=Path, help="results folder (with runs/)")
+    cmp.add_argument("--methods", required=True, metavar="A,B", help="the two methods (their labels in reports)")
+    cmp.add_argument("--task", default=None, help="only this task")
+    cmp.add_argument("--phase", default=None, help="phase to compare (default: after, or the last stage)")
+    cmp.add_argument("--metric", choices=["acc", "acc_norm"], default="acc")
+    cmp.set_defaults(func=cmd_compare)
 
     perf = sub.add_parser("perf", help="time training steps against the frozen floor (interleaved, one process)",
                           description="Time each method's training step and the frozen floor (forward + input-"
@@ -168,6 +191,11 @@ def plan_runs(args: argparse.Namespace) -> list[Any]:
         base.eval_limit = args.eval_limit
     groups = [(t,) for t in task_names] if args.per_task else [tuple(task_names)]
     text = str(args.retention_text.resolve()) if args.retention_text else None
+    protocol = _check_tasks(task_names, retention, args.protocol, args.eval_backend)
+    for name in task_names:
+        if not tasks.load(name).train:
+            raise ConfigError(f"task {name} has no training split ({tasks.load(name).split_note}); it can only be "
+                              f"evaluated: bench eval, or --retention")
     plans = []
     for spec in specs:
         method_cfg, train = build_configs(spec, overrides, args.preset, base)
@@ -176,12 +204,27 @@ def plan_runs(args: argparse.Namespace) -> list[Any]:
                 kept = tuple(t for t in retention if t not in group)
                 plans.append(RunConfig(model=args.model, method=spec.name, method_config=config_to_dict(method_cfg),
                                        train_tasks=group, eval_tasks=group, seed=seed, train=train,
-                                       retention_tasks=kept, retention_text=text, sequence=bool(args.sequence)))
+                                       protocol=protocol, backend=args.eval_backend, retention_tasks=kept,
+                                       retention_text=text, sequence=bool(args.sequence)))
     if text and not Path(text).is_file():
         raise ConfigError(f"--retention-text {text}: no such file")
-    for task in {t for plan in plans for t in plan.train_tasks + plan.retention_tasks}:
-        tasks.load(tasks.get(task))  # missing or corrupt data fails here, before any run starts
     return plans
+
+
+def _check_tasks(names: list[str], retention: tuple[str, ...], protocol: str, backend: str) -> str:
+    """Load every task (missing or corrupt data fails here, before any run starts) and resolve
+    the protocol (auto: likelihood if every task has choices, else generate); refuse a task the
+    protocol or backend cannot evaluate."""
+    from tasks import protocols
+    from tasks import registry as tasks
+
+    every = [tasks.get(n) for n in dict.fromkeys([*names, *retention])]
+    for task in every:
+        tasks.load(task)
+    resolved = protocols.resolve(every, protocol)
+    for task in every:
+        protocols.check(task, resolved, backend)
+    return resolved
 
 
 def _retention(option: str, trained: list[str]) -> tuple[str, ...]:
@@ -280,8 +323,11 @@ def summary_table(df: Any) -> str:
 
 # -- bench eval / list ---------------------------------------------------------------------
 
+EVAL_KEYS = ("eval_batch_size", "eval_limit", "num_beams", "max_new_tokens", "precision")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from harness.config import ConfigError, TrainConfig
+    from harness.config import ConfigError, TrainConfig, apply_to_dataclass, split_overrides
     from harness.driver import eval_only
     from harness.environment import pick_device
     from tasks import registry as tasks
@@ -289,16 +335,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     train = TrainConfig()
     if args.eval_limit is not None:
         train.eval_limit = args.eval_limit
+    for key, value in split_overrides(args.sets).items():
+        if key not in EVAL_KEYS:
+            raise ConfigError(f"bench eval --set {key}: not an evaluation key; valid: {', '.join(EVAL_KEYS)}")
+        apply_to_dataclass(train, key, value, "the evaluation")
     if not args.tasks:
         raise ConfigError("bench eval needs --tasks (task names or a suite such as commonsense)")
     names = tasks.expand(args.tasks)
-    rows = eval_only(args.model, names, train, args.out, pick_device(args.device), not args.no_progress)
-    print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}")
+    protocol = _check_tasks(names, (), args.protocol, args.eval_backend)
+    rows = eval_only(args.model, names, train, args.out, pick_device(args.device), not args.no_progress,
+                     protocol, args.eval_backend)
+    print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
     for r in rows:
         m = {x["name"]: x for x in r["metrics"]}
+        first = m.get("acc") or next(iter(m.values()))
         chance = f"{r['chance']:.3f}" if r.get("chance") is not None else "-"
-        print(f"{r['task']:<12} {m['acc']['value']:>7.3f} {m['acc']['stderr']:>7.3f} {m['acc_norm']['value']:>9.3f} "
-              f"{m['acc']['n']:>5} {chance:>7}")
+        norm = f"{m['acc_norm']['value']:>9.3f}" if "acc_norm" in m else f"{'-':>9}"
+        print(f"{r['task'][-12:]:<12} {first['value']:>7.3f} {first['stderr'] or float('nan'):>7.3f} {norm} "
+              f"{first['n'] or 0:>5} {chance:>7}  {r['protocol']}/{r['backend']}/{r['prompt']}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.config import ConfigError
+    from reports.stats import compare_methods, format_comparison
+
+    methods = _csv(args.methods)
+    if len(methods) != 2:
+        raise ConfigError(f"--methods takes two methods, A,B; got {args.methods!r}")
+    rows = compare_methods(args.results, methods[0], methods[1], task=args.task, phase=args.phase,
+                           metric=args.metric)
+    print(format_comparison(rows, methods[0], methods[1], args.metric))
     return 0
 
 

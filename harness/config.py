@@ -42,6 +42,8 @@ class TrainConfig:
     train_on_inputs: bool = False  # loss on prompt tokens too
     eval_batch_size: int = 32
     eval_limit: int = 50  # test items per task; 0 = all
+    num_beams: int = 1  # generation protocol: 1 = greedy (CPU default), 4 = LLM-Adapters' beam search
+    max_new_tokens: int = 0  # generation protocol: 0 = the task's budget (32 choice tasks, 256 math)
     timing_warmup_steps: int = 3  # steps excluded from step-time statistics
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
 
@@ -73,7 +75,8 @@ class RunConfig:
     eval_tasks: tuple[str, ...]
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
-    protocol: str = "likelihood"
+    protocol: str = "likelihood"  # tasks.protocols: likelihood or generate (resolved, never "auto")
+    backend: str = "native"  # who evaluates: native (our scorer/generator) or lm-eval (its HFLM)
     retention_tasks: tuple[str, ...] = ()  # evaluated before and after, never trained on
     retention_text: str | None = None  # held-out text for LM-loss forgetting
     sequence: bool = False  # train_tasks are stages trained one after another (continued training)
@@ -94,6 +97,7 @@ class RunConfig:
             "seed": self.seed,
             "train": dataclasses.asdict(self.train),
             "protocol": self.protocol,
+            "backend": self.backend,
         }
 
     @property
@@ -224,7 +228,7 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     return RunConfig(
         model=d["model"], method=d["method"], method_config=d["method_config"],
         train_tasks=tuple(d["train_tasks"]), eval_tasks=tuple(d["eval_tasks"]), seed=d["seed"],
-        train=TrainConfig(**d["train"]), protocol=d.get("protocol", "likelihood"),
+        train=TrainConfig(**d["train"]), protocol=d.get("protocol", "likelihood"), backend=d.get("backend", "native"),
         retention_tasks=tuple(d.get("retention_tasks", ())), retention_text=d.get("retention_text"),
         sequence=d.get("sequence", False),
     )

@@ -25,14 +25,14 @@ from harness.data import TrainBatches
 from harness.environment import environment
 from harness.forgetting import backward_transfer, final_average, retention_forgetting, sequential_forgetting
 from harness.measure import MemoryProbe, param_bytes, total_params
-from harness.models import load_model, model_info
+from harness.models import cache_dir, load_model, model_info
 from harness.trainer import TrainResult, train
 from methods import registry as method_registry
 from methods.base import Adapted, TrainContext
+from tasks import protocols
 from tasks import registry as task_registry
-from tasks.likelihood import accuracy, score
 
-EVAL_SCORER_VERSION = 1  # bump when scoring changes, so cached evaluations are not reused
+EVAL_SCORER_VERSION = 2  # bump when scoring changes, so cached evaluations are not reused
 TEXT_WINDOW, TEXT_MAX_WINDOWS = 256, 64
 
 
@@ -47,34 +47,36 @@ def _data_sha(checksums: dict[str, str]) -> str:
 
 def _cache_path(out: Path, kind: str, key_src: dict[str, Any]) -> Path:
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
-    return Path(out) / "cache" / kind / f"{key_src.get('task', 'text')}-{key}.json"
+    return Path(out) / "cache" / kind / f"{records.file_name(key_src.get('task', 'text'))}-{key}.json"
 
 
 def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: RunConfig, phase: str,
                   device: torch.device, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score one task; returns the eval summary (metrics with stderr) and per-sample records."""
+    """Evaluate one task under the run's protocol and backend; returns the eval summary (metrics
+    with stderr, and how they were measured) and per-sample records. Backends keep exported
+    files (lm-eval task YAML, named by a hash of their content) in the project cache."""
     task = task_registry.get(task_name)
     data = task_registry.load(task)
-    limit = cfg.train.eval_limit
-    items = data.test[:limit] if limit else data.test
-    samples = score(model, tokenizer, task, items, batch_size=cfg.train.eval_batch_size, device=device,
-                    progress=progress)
-    metrics = []
-    for name, key in (("acc", "correct"), ("acc_norm", "correct_norm")):
-        acc, stderr, n = accuracy(samples, key)
-        metrics.append({"name": name, "value": acc, "stderr": stderr, "n": n})
-    summary = {"task": task_name, "phase": phase, "metrics": metrics, "protocol": cfg.protocol,
-               "shots": 0, "data_sha256": _data_sha(data.checksums), "chance": task.chance,
-               "split_note": data.split_note}
-    return summary, samples
+    tc = cfg.train
+    items = data.test[:tc.eval_limit] if tc.eval_limit else data.test
+    settings = protocols.EvalSettings(batch_size=tc.eval_batch_size, device=device, progress=progress,
+                                      num_beams=tc.num_beams, max_new_tokens=tc.max_new_tokens,
+                                      workdir=cache_dir(), limit=tc.eval_limit)
+    ev = protocols.evaluate(cfg.backend, cfg.protocol, model, tokenizer, task, items, settings)
+    summary = {"task": task_name, "phase": phase, "metrics": ev.metrics, "protocol": ev.protocol,
+               "backend": cfg.backend, "prompt": ev.prompt, "shots": ev.shots,
+               "data_sha256": _data_sha(data.checksums), "chance": task.chance, "split_note": data.split_note,
+               **({"settings": ev.extra} if ev.extra else {})}
+    return summary, ev.samples
 
 
 def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: RunConfig,
                        device: torch.device, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """The "before" evaluation does not depend on the method: compute it once per model setup."""
     data = task_registry.load(task_registry.get(task_name))
-    key_src = {"model": cfg.model, "task": task_name, "protocol": cfg.protocol, "data": data.checksums,
-               "eval_limit": cfg.train.eval_limit, "precision": cfg.train.precision,
+    key_src = {"model": cfg.model, "task": task_name, "protocol": cfg.protocol, "backend": cfg.backend,
+               "data": data.checksums, "eval_limit": cfg.train.eval_limit, "precision": cfg.train.precision,
+               "num_beams": cfg.train.num_beams, "max_new_tokens": cfg.train.max_new_tokens,
                "scorer": EVAL_SCORER_VERSION, "device": device.type}
     path = _cache_path(out, "eval", key_src)
     if path.exists():
@@ -156,9 +158,10 @@ def _resumable(folder: Path) -> dict[str, Any] | None:
 
 def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, device: torch.device,
                    seed: int) -> tuple[TrainBatches, int, TrainContext]:
-    """Training batches, step count and method context for one stage's tasks."""
+    """Training batches, step count and method context for one stage's tasks (the protocol's text)."""
     tc = cfg.train
-    pairs = [t.train_pair(ex) for t in map(task_registry.get, stage) for ex in task_registry.load(t).train]
+    train_pair = protocols.get(cfg.protocol).train_pair
+    pairs = [train_pair(task, ex) for task, ex in task_registry.train_examples(stage)]
     batches = TrainBatches(pairs, tokenizer, tc.max_length, tc.batch_size, tc.micro(), seed, tc.train_on_inputs, device)
     n_steps = tc.resolved_steps(len(batches))
 
@@ -192,7 +195,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
         for name in eval_names:
             summary, samples, hit = cached_before_eval(out, model, tokenizer, name, cfg, device, progress)
             evals.append({**summary, "cached": hit})
-            records.atomic_write_jsonl(folder / "samples" / "before" / f"{name}.jsonl", samples)
+            records.atomic_write_jsonl(records.samples_path(folder, "before", name), samples)
     if cfg.retention_text:
         record["text_loss_before"] = text_loss(out, model, tokenizer, cfg, device)
 
@@ -226,7 +229,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
         for name in eval_names:
             summary, samples = evaluate_task(adapted.for_eval(), tokenizer, name, cfg, phase, device, progress)
             evals.append(summary)
-            records.atomic_write_jsonl(folder / "samples" / phase / f"{name}.jsonl", samples)
+            records.atomic_write_jsonl(records.samples_path(folder, phase, name), samples)
         if cfg.sequence:
             record.setdefault("stages", []).append({"stage": k + 1, "tasks": list(stage), "steps": n_steps,
                                                     "train_time_s": result.train_time_s})
@@ -303,10 +306,10 @@ def derived_metrics(cfg: RunConfig, evals: list[dict[str, Any]], record: dict[st
 
 
 def eval_only(model_name: str, task_names: list[str], train_cfg: Any, out: Path, device: torch.device,
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, protocol: str = "likelihood", backend: str = "native") -> list[dict[str, Any]]:
     """``bench eval``: score a model without training; recorded as a run of method ``none``."""
     cfg = RunConfig(model=model_name, method="none", method_config={}, train_tasks=(), eval_tasks=tuple(task_names),
-                    train=train_cfg)
+                    train=train_cfg, protocol=protocol, backend=backend)
     for name in task_names:
         task_registry.load(task_registry.get(name))  # fail on missing data before loading the model
     folder = records.run_dir(out, cfg.run_id)
@@ -318,7 +321,7 @@ def eval_only(model_name: str, task_names: list[str], train_cfg: Any, out: Path,
     for name in task_names:
         summary, samples = evaluate_task(model, tokenizer, name, cfg, "eval", device, progress)
         record["evals"].append(summary)
-        records.atomic_write_jsonl(folder / "samples" / "eval" / f"{name}.jsonl", samples)
+        records.atomic_write_jsonl(records.samples_path(folder, "eval", name), samples)
     record.update(status="ok", ended=_now())
     records.atomic_write_json(folder / "run.json", record)
     records.rebuild_table(out)

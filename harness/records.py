@@ -14,6 +14,7 @@ interrupted run never leaves a half-written file behind, and ``run.json`` is wri
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,7 +25,7 @@ import pandas as pd
 
 TIDY_COLUMNS = [
     "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
-    "unit", "protocol", "eval_limit", "data_sha256", "chance", "status",
+    "unit", "protocol", "backend", "prompt", "shots", "eval_limit", "data_sha256", "chance", "status",
 ]
 
 
@@ -76,6 +77,19 @@ def run_dir(out: Path, run_id: str) -> Path:
     return Path(out) / "runs" / run_id
 
 
+def file_name(task_name: str) -> str:
+    """A task name as a file name: ``file:/a/b.json`` and ``lm-eval:x`` names carry / and :."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task_name)
+    if safe == task_name:
+        return safe
+    return f"{safe[-60:].lstrip('_')}-{hashlib.sha256(task_name.encode()).hexdigest()[:8]}"
+
+
+def samples_path(folder: Path, phase: str, task_name: str) -> Path:
+    """``runs/<run_id>/samples/<phase>/<task>.jsonl``."""
+    return Path(folder) / "samples" / phase / f"{file_name(task_name)}.jsonl"
+
+
 def run_status(out: Path, run_id: str) -> str | None:
     """``ok`` / ``failed`` / ``running`` for an existing run folder, None if there is none."""
     path = run_dir(out, run_id) / "run.json"
@@ -97,6 +111,7 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         "train_tasks": "+".join(cfg["train_tasks"]),
         "seed": cfg["seed"],
         "protocol": cfg.get("protocol", "likelihood"),
+        "backend": cfg.get("backend", "native"),
         "eval_limit": cfg["train"]["eval_limit"],
         "status": record["status"],
     }
@@ -107,6 +122,9 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                 **base, "task": ev["task"], "phase": ev["phase"], "metric": metric["name"],
                 "value": metric["value"], "stderr": metric.get("stderr"), "n": metric.get("n"),
                 "unit": "fraction", "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
+                # how it was measured: an lm-eval:NAME task reports its own protocol and shots
+                "protocol": ev.get("protocol", base["protocol"]), "backend": ev.get("backend", base["backend"]),
+                "prompt": ev.get("prompt"), "shots": ev.get("shots"),
             })
     for d in record.get("derived", []):  # forgetting, BWT, final average accuracy, LM-loss change
         rows.append({**base, "task": d["task"], "phase": d["phase"], "metric": d["metric"], "value": d["value"],

@@ -1,14 +1,17 @@
 """What a task is, independent of where its data comes from.
 
-A task turns data records into ``Example`` objects and knows how to phrase an example for
-each protocol:
+A task turns data records into ``Example`` objects and exposes what each evaluation protocol
+(``tasks.protocols``) needs from it:
 
 * likelihood (multiple choice, lm-evaluation-harness style): ``requests(ex)`` gives one
   ``(context, continuation)`` pair per choice; the scorer picks the choice whose
   continuation has the highest summed log-likelihood (``acc``) or per-character
-  log-likelihood (``acc_norm``);
-* training: ``train_pair(ex)`` gives ``(prompt, target)``; the loss covers ``target`` only
-  unless the run trains on inputs.
+  log-likelihood (``acc_norm``); ``train_pair(ex)`` is the gold request;
+* generation (LLM-Adapters style): the record's ``instruction``/``input``/``output``, the
+  answer ``vocabulary`` (or ``answer_type == "number"``) used to extract an answer from the
+  generated text, and ``max_new_tokens``.
+
+``protocols`` lists the protocols a task supports (math has no choices, so no likelihood).
 
 Splits: ``examples("train")`` and ``examples("test")`` are disjoint by construction; where a
 task has no offline train split the loader carves a fixed, seeded part of the test file out for
@@ -33,6 +36,7 @@ class Example:
     instruction: str = ""  # the LLM-Adapters instruction (options inside), for generation
     output: str = ""  # the LLM-Adapters reference response, for generation-style training
     answer: str = ""  # the LLM-Adapters answer label, e.g. "answer2", "true", "18"
+    input: str = ""  # the LLM-Adapters optional input (selects their with-input template)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class TaskData:
     source: str  # e.g. "/path/to/shared/data/llm-adapters/dataset/ARC-Easy"
     checksums: dict[str, str]  # file name -> sha256 of every file read
     split_note: str  # how train/test were obtained, e.g. "train.json" or "carved: ..."
+    # tasks whose train split is one shared set (the math suite's) carry the same key, so a
+    # run training on several of them uses that set once; "" = this task's own split
+    shared_train: str = ""
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Task:
     answer_type: Literal["choice", "number"] = "choice"
     # formats one example into per-choice (context, continuation) requests
     format_requests: Callable[[Example], list[tuple[str, str]]] | None = None
+    protocols: tuple[str, ...] = ("likelihood", "generate")  # what the task's examples support
+    max_new_tokens: int = 32  # generation budget of the generation protocol (evaluation.md)
     extra: dict = field(default_factory=dict)
 
     def requests(self, ex: Example) -> list[tuple[str, str]]:
@@ -73,7 +82,10 @@ class Task:
 
     @property
     def chance(self) -> float | None:
-        """Accuracy of uniform guessing (reported beside accuracies); None if not defined."""
+        """Accuracy of uniform guessing (reported beside accuracies); None if not defined.
+
+        Set by ``registry.load``: the mean over test items of 1/(number of choices), or of
+        1/(vocabulary size) for tasks whose examples carry no parsed choices."""
         if self.answer_type != "choice":
             return None
         return self.extra.get("chance")

@@ -41,6 +41,23 @@ def encode_pair(
     return context_ids, whole[len(context_ids):]
 
 
+class TrainTarget(str):
+    """A training target that carries how its protocol trains on it.
+
+    The generation protocol's training text (LLM-Adapters) ends with the EOS *id* and puts the
+    loss on the prompt too; a plain ``(prompt, target)`` pair cannot say so, and the batcher
+    only sees pairs. ``encode_train`` honours these flags on top of its own arguments.
+    """
+
+    add_eos: bool
+    train_on_inputs: bool
+
+    def __new__(cls, text: str, add_eos: bool = False, train_on_inputs: bool = False) -> "TrainTarget":
+        obj = super().__new__(cls, text)
+        obj.add_eos, obj.train_on_inputs = add_eos, train_on_inputs
+        return obj
+
+
 def encode_train(
     tokenizer: Any,
     prompt: str,
@@ -53,14 +70,17 @@ def encode_train(
 
     Labels are -100 on the prompt unless ``train_on_inputs``. ``add_eos`` appends the EOS id
     (the generation protocol's training text ends with it; appending the EOS *string* would be
-    wrong for the byte tokenizer). Too long: the prompt loses tokens from the left so the
-    target survives; a target longer than ``max_length`` keeps its first ``max_length`` tokens.
+    wrong for the byte tokenizer). A ``TrainTarget`` can switch either on. Too long: the
+    prompt loses tokens from the left so the target survives; a target longer than
+    ``max_length`` keeps its first ``max_length`` tokens.
     """
+    if isinstance(target, TrainTarget):
+        add_eos, train_on_inputs = add_eos or target.add_eos, train_on_inputs or target.train_on_inputs
     prompt_ids, target_ids = encode_pair(tokenizer, prompt, target)
     if add_eos:
         target_ids = target_ids + [tokenizer.eos_token_id]
     target_ids = target_ids[:max_length]
     keep = max_length - len(target_ids)
-    prompt_ids = prompt_ids[len(prompt_ids) - keep:] if keep > 0 else []
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) - keep):] if keep > 0 else []
     labels = (prompt_ids if train_on_inputs else [IGNORE_INDEX] * len(prompt_ids)) + target_ids
     return prompt_ids + target_ids, labels

@@ -1,8 +1,8 @@
 """Name -> Task, suites, and cached loading. Adding a family is one module in ``_FAMILIES``.
 
-Each family module exposes ``TASKS: list[Task]``. Later families (math, ``file:PATH`` tasks
-read from a user's file, ``lm-eval:NAME`` tasks borrowed from lm-evaluation-harness) plug in
-here: a module for the first, a prefix branch in ``get`` for the other two.
+Each family module exposes ``TASKS: list[Task]``. Two kinds of task are made on demand from
+their name: ``file:PATH`` (any LLM-Adapters-format file, ``tasks.files``) and ``lm-eval:NAME``
+(a task of lm-evaluation-harness, ``tasks.lm_eval_bridge``).
 """
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import importlib
 import re
 
 from tasks import sources
-from tasks.base import Task, TaskData
+from tasks.base import Example, Task, TaskData
 
-_FAMILIES = ["tasks.commonsense", "tasks.synthetic"]
+_FAMILIES = ["tasks.commonsense", "tasks.math_tasks", "tasks.synthetic"]
 SUITES: dict[str, list[str]] = {
     "commonsense": ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa"],
+    "math": ["gsm8k", "addsub", "multiarith", "singleeq"],
 }
+PREFIXES = ("file:", "lm-eval:")
 
 _tasks: dict[str, Task] | None = None
+_made: dict[str, Task] = {}  # file: and lm-eval: tasks made so far
 _loaded: dict[tuple, TaskData] = {}
 
 
@@ -44,14 +47,27 @@ def names() -> list[str]:
 
 
 def _valid() -> str:
-    return f"valid tasks: {', '.join(names())}; suites: {', '.join(SUITES)}"
+    return (f"valid tasks: {', '.join(names())}; suites: {', '.join(SUITES)}; "
+            f"or file:PATH (an LLM-Adapters-format file) or lm-eval:NAME (an lm-evaluation-harness task)")
 
 
 def get(name: str) -> Task:
     tasks = _all()
-    if name not in tasks:
-        raise UnknownTask(f"unknown task {name!r}; {_valid()}")
-    return tasks[name]
+    if name in tasks:
+        return tasks[name]
+    if name.startswith(PREFIXES):
+        if name not in _made:
+            if name.startswith("file:"):
+                from tasks import files
+
+                task = files.make_task(name[len("file:"):])
+            else:
+                from tasks import lm_eval_bridge
+
+                task = lm_eval_bridge.make_task(name[len("lm-eval:"):])
+            _made[task.name] = _made[name] = task
+        return _made[name]
+    raise UnknownTask(f"unknown task {name!r}; {_valid()}")
 
 
 def expand(spec: str) -> list[str]:
@@ -59,7 +75,7 @@ def expand(spec: str) -> list[str]:
     out: list[str] = []
     for part in filter(None, re.split(r"[,\s]+", spec.strip())):
         for name in SUITES.get(part, [part]):
-            get(name)  # raises UnknownTask with the valid names
+            name = get(name).name  # raises UnknownTask with the valid names; file: paths made absolute
             if name not in out:
                 out.append(name)
     if not out:
@@ -75,9 +91,25 @@ def load(task: Task | str) -> TaskData:
     if key not in _loaded:
         data = task.load()
         if task.answer_type == "choice" and data.test:
-            task.extra["chance"] = sum(1 / len(ex.choices) for ex in data.test) / len(data.test)
+            sizes = [len(ex.choices) or len(task.vocabulary) for ex in data.test]
+            if all(sizes):
+                task.extra["chance"] = sum(1 / n for n in sizes) / len(sizes)
         _loaded[key] = data
     return _loaded[key]
+
+
+def train_examples(names: list[str] | tuple[str, ...]) -> list[tuple[Task, Example]]:
+    """Every training example of the tasks, a split shared by several of them taken once."""
+    out: list[tuple[Task, Example]] = []
+    shared: set[str] = set()
+    for task in map(get, names):
+        data = load(task)
+        if data.shared_train:
+            if data.shared_train in shared:
+                continue
+            shared.add(data.shared_train)
+        out += [(task, ex) for ex in data.train]
+    return out
 
 
 def describe() -> list[str]:
@@ -91,4 +123,6 @@ def describe() -> list[str]:
         train = f"train: {t.extra.get('train_source', '?')}"
         lines.append(f"{t.name:<11} {t.family:<12} {choices:<24} {train:<24} {t.description}")
     lines.append("suites: " + "; ".join(f"{s} = {','.join(m)}" for s, m in SUITES.items()))
+    lines.append("also: file:PATH (LLM-Adapters-format .json, or a folder with test.json [+ train.json]; "
+                 "optional task.yaml), lm-eval:NAME (an lm-evaluation-harness task; --eval-backend lm-eval)")
     return lines

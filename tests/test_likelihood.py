@@ -157,3 +157,6 @@ def test_encode_train_truncates_prompt_from_left_and_adds_eos():
     assert labels[:2] == [IGNORE_INDEX] * 2 and labels[2:] == ids[2:]
     ids, labels = encode_train(tok, "prompt", " a very long target", max_length=5)
     assert tok.decode(ids) == " a ve" and labels == ids
+    # a prompt that fits is kept whole, also when it is longer than half the room
+    ids, _ = encode_train(tok, "0123456789", " t", max_length=14)
+    assert tok.decode(ids) == "0123456789 t"

@@ -266,7 +266,8 @@ def test_registry_names_suites_and_errors():
         registry.expand("boolq,nope")
     assert "nope" in str(err.value) and "arc_c" in str(err.value) and "commonsense" in str(err.value)
     lines = registry.describe()
-    assert [line.split()[0] for line in lines[:-1]] == registry.names() and lines[-1].startswith("suites:")
+    assert [line.split()[0] for line in lines[:-2]] == registry.names() and lines[-2].startswith("suites:")
+    assert "file:PATH" in lines[-1] and "lm-eval:NAME" in lines[-1]
     assert "train: carved from test" in next(line for line in lines if line.startswith("piqa "))
 
 

@@ -1,0 +1,193 @@
+"""Uncertainty of accuracies: across seeds, and between two methods on the same items.
+
+* Across seeds: mean, sample standard deviation and a 95% confidence interval for the mean from
+  the t-distribution with n-1 degrees of freedom (measurement.md: "several seeds").
+* Between methods A and B on the same test items: the paired difference B - A, a paired
+  bootstrap interval (items resampled with replacement; an item's correctness is first
+  averaged over the seeds both methods ran, so seeds never count as extra items), and
+  McNemar's exact test on the discordant (item, seed) pairs: B right where A is wrong vs the
+  reverse, two-sided binomial with p = 1/2. Per-item pairing is what makes a small difference
+  detectable: the items both methods find easy or impossible cancel out.
+
+``compare_methods`` reads run folders (``bench compare``) and refuses to pair evaluations
+measured differently (protocol, backend, prompt, data, test-set size).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from harness.records import read_jsonl, samples_path
+from reports.load import ReportError, Run, load_results
+
+ALPHA = 0.05
+BOOTSTRAP_ITERS = 10_000
+MEASURED_BY = ("protocol", "backend", "prompt", "data_sha256")
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    mean: float
+    std: float | None  # sample std (ddof=1); None for one seed
+    low: float | None  # 95% t-interval for the mean; None for one seed
+    high: float | None
+    n: int
+
+
+def seed_summary(values: Sequence[float], confidence: float = 1 - ALPHA) -> SeedSummary:
+    """Mean, std and t-interval of one figure across seeds."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("no values")
+    if x.size == 1:
+        return SeedSummary(float(x[0]), None, None, None, 1)
+    from scipy.stats import t
+
+    std = float(x.std(ddof=1))
+    half = float(t.ppf(0.5 + confidence / 2, x.size - 1)) * std / math.sqrt(x.size)
+    return SeedSummary(float(x.mean()), std, float(x.mean()) - half, float(x.mean()) + half, int(x.size))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts b (A right, B wrong) and c."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], iters: int = BOOTSTRAP_ITERS, seed: int = 0,
+                     confidence: float = 1 - ALPHA) -> tuple[float, float, float]:
+    """(mean of b - a, low, high): percentile interval over item resamples."""
+    diff = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if diff.size == 0:
+        raise ValueError("no paired items")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(iters, diff.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One task: each method across seeds, their paired difference, and the tests."""
+
+    task: str
+    a: SeedSummary
+    b: SeedSummary
+    diff: float  # B - A, items averaged over the paired seeds
+    low: float
+    high: float
+    p_value: float  # McNemar exact
+    items: int
+    seeds: list[int]
+    discordant: tuple[int, int]  # (A right & B wrong, A wrong & B right), over (item, seed)
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < ALPHA
+
+
+# -- reading run folders -----------------------------------------------------------------------
+
+def _pick(runs: list[Run], who: str) -> list[Run]:
+    """Runs of one method: by report label (a variant), else by method name when it has one variant."""
+    chosen = [r for r in runs if r.label == who]
+    if chosen:
+        return chosen
+    chosen = [r for r in runs if r.config.get("method") == who]
+    labels = sorted({r.label for r in chosen})
+    if len(labels) > 1:
+        raise ReportError(f"method {who!r} has several variants; name one: {'; '.join(labels)}")
+    if not chosen:
+        have = sorted({r.label for r in runs})
+        raise ReportError(f"no finished runs of {who!r}; found: {', '.join(have) or 'none'}")
+    return chosen
+
+
+def _final_phase(run: Run) -> str:
+    phases = {e["phase"] for e in run.record.get("evals", [])}
+    stages = sorted((p for p in phases if p.startswith("stage-")), key=lambda p: int(p.split("-")[1]))
+    return stages[-1] if stages else ("after" if "after" in phases else "eval")
+
+
+def _evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str, dict]] | None:
+    """(eval summary, id -> sample) of one task in one run, or None when it was not evaluated."""
+    phase = phase or _final_phase(run)
+    ev = next((e for e in run.record.get("evals", []) if e["task"] == task and e["phase"] == phase), None)
+    path = samples_path(run.path, phase, task)
+    if ev is None or not path.is_file():
+        return None
+    return ev, {str(s["id"]): s for s in read_jsonl(path)}
+
+
+def compare_methods(results: Path, a: str, b: str, task: str | None = None, phase: str | None = None,
+                    metric: str = "acc") -> list[Comparison]:
+    """Paired comparison of methods ``a`` and ``b`` per task, over the seeds both ran."""
+    res = load_results([Path(results)])
+    runs = {who: _pick(res.ok_runs, who) for who in (a, b)}
+    key = "correct" if metric == "acc" else "correct_norm"
+    tasks = [t for t in dict.fromkeys(e["task"] for r in runs[a] for e in r.record.get("evals", []))
+             if task in (None, t)]
+    out = []
+    for name in tasks:
+        per_seed: dict[int, tuple[dict[str, dict], dict[str, dict]]] = {}
+        setting = None
+        for ra in runs[a]:
+            rb = next((r for r in runs[b] if r.config.get("seed") == ra.config.get("seed")), None)
+            got = [_evaluation(r, name, phase) for r in (ra, rb)] if rb else [None]
+            if None in got:
+                continue
+            (ea, sa), (eb, sb) = got  # type: ignore[misc]
+            how = [tuple(str(e.get(f)) for f in MEASURED_BY) + (str(r.config["train"]["eval_limit"]),)
+                   for e, r in ((ea, ra), (eb, rb))]
+            if how[0] != how[1] or (setting is not None and setting != how[0]):
+                raise ReportError(f"{name}: {a} and {b} were evaluated differently "
+                                  f"({', '.join(MEASURED_BY)}, eval_limit: {how[0]} vs {how[1]}); not paired")
+            setting = how[0]
+            per_seed[int(ra.config.get("seed", 0))] = (sa, sb)
+        if not per_seed:
+            continue
+        ids = sorted(set.intersection(*(set(sa) & set(sb) for sa, sb in per_seed.values())))
+        if not ids or any(key not in s[ids[0]] for pair in per_seed.values() for s in pair):
+            continue
+        grid = {w: np.array([[float(per_seed[s][k][i][key]) for s in sorted(per_seed)] for i in ids])
+                for k, w in enumerate((a, b))}  # items x seeds
+        diff, low, high = paired_bootstrap(grid[a].mean(axis=1), grid[b].mean(axis=1))
+        only_a = int(((grid[a] == 1) & (grid[b] == 0)).sum())
+        only_b = int(((grid[a] == 0) & (grid[b] == 1)).sum())
+        out.append(Comparison(name, seed_summary(grid[a].mean(axis=0)), seed_summary(grid[b].mean(axis=0)),
+                              diff, low, high, mcnemar_exact(only_a, only_b), len(ids), sorted(per_seed),
+                              (only_a, only_b)))
+    if not out:
+        raise ReportError(f"no task evaluated on the same items by both {a} and {b}"
+                          + (f" (task {task})" if task else ""))
+    return out
+
+
+def _summary(s: SeedSummary) -> str:
+    text = f"{100 * s.mean:.1f}"
+    if s.std is not None:
+        text += f"±{100 * s.std:.1f} [{100 * s.low:.1f}, {100 * s.high:.1f}]"  # type: ignore[operator]
+    return text
+
+
+def format_comparison(rows: list[Comparison], a: str, b: str, metric: str = "acc") -> str:
+    """A plain-text table: per task A, B (mean±std [t 95% CI] over seeds), B-A with its paired
+    bootstrap 95% CI, McNemar p and whether it is significant at 0.05."""
+    header = ["task", f"{a} {metric}%", f"{b} {metric}%", "B-A (pts)", "95% CI (paired bootstrap)",
+              "McNemar p", "A+B-/A-B+", "items", "seeds", "sig. at 0.05"]
+    body = [[r.task, _summary(r.a), _summary(r.b), f"{100 * r.diff:+.1f}", f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]",
+             f"{r.p_value:.3g}", f"{r.discordant[0]}/{r.discordant[1]}", str(r.items),
+             ",".join(map(str, r.seeds)), "yes" if r.significant else "no"] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    notes = (f"B = {b}, A = {a}; per method: mean±std [95% t-interval] across seeds (one seed: mean only); "
+             f"the difference averages each item over the paired seeds; McNemar's exact test counts discordant "
+             f"(item, seed) pairs")
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body), notes])

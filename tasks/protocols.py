@@ -1,0 +1,174 @@
+"""Evaluation protocols and backends: the one place that knows how a task is asked and scored.
+
+A protocol says how a task's examples become training text and how a model is scored on them:
+
+* ``likelihood`` (default): multiple choice by summed log-likelihood, lm-evaluation-harness
+  style; ``acc`` and ``acc_norm`` (evaluation.md, protocol 1);
+* ``generate``: LLM-Adapters' instruction template, free generation, answer extraction;
+  ``acc`` (evaluation.md, protocol 2).
+
+A backend says who runs the protocol: ``native`` (our scorer and generator) or ``lm-eval``
+(lm-evaluation-harness's HFLM on the same in-memory model, ``tasks.lm_eval_bridge``). The
+driver only dispatches through ``train_pair`` and ``evaluate`` and records what comes back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from tasks import generation, likelihood
+from tasks.base import Example, Task
+from tasks.formatting import TrainTarget
+
+BACKENDS = ("native", "lm-eval")
+
+
+class ProtocolError(ValueError):
+    """A task, protocol and backend that do not fit together; the message says what would."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to evaluate, beyond which items: batching, device, decoding, a folder for exports."""
+
+    batch_size: int = 32
+    device: str | torch.device | None = None
+    progress: bool = True
+    num_beams: int = 1  # generation: 1 = greedy (CPU-friendly default), 4 = LLM-Adapters' setting
+    max_new_tokens: int = 0  # generation: 0 = the task's own budget
+    workdir: Path | None = None  # backends may write files here (lm-eval task exports)
+    limit: int = 0  # lm-eval:NAME tasks only (ours pass their items): items per task, 0 = all
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation of one task produced, in the form run records store it."""
+
+    samples: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]  # {"name", "value", "stderr", "n"}
+    protocol: str  # as measured (an lm-eval:NAME task reports lm-eval's own output type)
+    prompt: str  # template id (+ decoding for generation): equal ids = equal phrasing
+    shots: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def metric(name: str, samples: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    acc, stderr, n = likelihood.accuracy(samples, key)
+    return {"name": name, "value": acc, "stderr": stderr, "n": n}
+
+
+# -- likelihood --------------------------------------------------------------------------------
+
+_PROBE = Example("probe", "Q1 _ Q2", ("C1", "C2"), 0, instruction="I", output="O", answer="A")
+
+
+def likelihood_prompt(task: Task) -> str:
+    """Id of the task's request phrasing: the requests it makes for a fixed probe example."""
+    blob = json.dumps(task.requests(_PROBE))
+    return "mc#" + hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def likelihood_train_pair(task: Task, ex: Example) -> tuple[str, str]:
+    return task.train_pair(ex)
+
+
+def likelihood_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: Sequence[Example],
+                        settings: EvalSettings) -> Evaluation:
+    samples = likelihood.score(model, tokenizer, task, examples, batch_size=settings.batch_size,
+                               device=settings.device, progress=settings.progress)
+    return Evaluation(samples, [metric("acc", samples, "correct"), metric("acc_norm", samples, "correct_norm")],
+                      "likelihood", likelihood_prompt(task))
+
+
+# -- generation --------------------------------------------------------------------------------
+
+def generation_prompt(task: Task, settings: EvalSettings) -> str:
+    """Template id plus decoding: greedy vs beam or another budget is another measurement."""
+    decoding = "greedy" if settings.num_beams == 1 else f"beam{settings.num_beams}"
+    return f"{generation.prompt_id()},{decoding},{settings.max_new_tokens or task.max_new_tokens}tok"
+
+
+def generation_train_pair(task: Task, ex: Example) -> tuple[str, str]:
+    """LLM-Adapters' training text: template, output, EOS id, loss on the prompt too."""
+    return generation.train_prompt(ex), TrainTarget(ex.output, add_eos=True, train_on_inputs=True)
+
+
+def generation_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: Sequence[Example],
+                        settings: EvalSettings) -> Evaluation:
+    samples = generation.evaluate(model, tokenizer, task, examples, batch_size=settings.batch_size,
+                                  device=settings.device, progress=settings.progress,
+                                  num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens)
+    return Evaluation(samples, [metric("acc", samples, "correct")], "generate", generation_prompt(task, settings),
+                      extra={"num_beams": settings.num_beams,
+                             "max_new_tokens": settings.max_new_tokens or task.max_new_tokens})
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    train_pair: Callable[[Task, Example], tuple[str, str]]
+    evaluate: Callable[[nn.Module, Any, Task, Sequence[Example], EvalSettings], Evaluation]
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
+    Protocol("likelihood", "multiple choice by log-likelihood (lm-eval style): acc, acc_norm",
+             likelihood_train_pair, likelihood_evaluate),
+    Protocol("generate", "LLM-Adapters template, generation, answer extraction: acc",
+             generation_train_pair, generation_evaluate),
+]}
+
+
+def get(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {name!r}; valid: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def check(task: Task, protocol: str, backend: str) -> None:
+    """Refuse, with a way out, a task the protocol or backend cannot evaluate."""
+    get(protocol)
+    if backend not in BACKENDS:
+        raise ProtocolError(f"unknown evaluation backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if task.family == "lm-eval":
+        if backend != "lm-eval":
+            raise ProtocolError(f"{task.name} is defined by lm-evaluation-harness: add --eval-backend lm-eval")
+        return
+    if protocol not in task.protocols:
+        raise ProtocolError(f"task {task.name} has no {protocol} protocol (it supports: {', '.join(task.protocols)}); "
+                            f"use --protocol {task.protocols[0]} or leave --protocol at auto")
+
+
+def resolve(tasks: Sequence[Task], requested: str) -> str:
+    """The run's protocol: ``auto`` picks likelihood when every task has it, else generate."""
+    own = [t for t in tasks if t.family != "lm-eval"]
+    if requested != "auto":
+        return get(requested).name
+    for name in PROTOCOLS:
+        if all(name in t.protocols for t in own):
+            return name
+    spread = "; ".join(f"{t.name}: {', '.join(t.protocols)}" for t in own)
+    raise ProtocolError(f"no protocol fits every task ({spread}); evaluate them in separate commands")
+
+
+def evaluate(backend: str, protocol: str, model: nn.Module, tokenizer: Any, task: Task,
+             examples: Sequence[Example], settings: EvalSettings) -> Evaluation:
+    """Evaluate ``examples`` of ``task`` under ``protocol`` with ``backend``."""
+    check(task, protocol, backend)
+    if backend == "lm-eval":
+        from tasks import lm_eval_bridge
+
+        return lm_eval_bridge.evaluate(protocol, model, tokenizer, task, examples, settings)
+    return get(protocol).evaluate(model, tokenizer, task, examples, settings)
+
+
+def train_pairs(protocol: str, task: Task, examples: Sequence[Example]) -> list[tuple[str, str]]:
+    """Training texts of ``examples`` under ``protocol``."""
+    fn = get(protocol).train_pair
+    return [fn(task, ex) for ex in examples]
