@@ -80,6 +80,18 @@ def rss_bytes() -> int:
         return 0
 
 
+def release_freed_memory() -> None:
+    """Return memory freed by Python/torch to the OS (glibc keeps it otherwise, inflating RSS)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: RSS may include freed-but-cached memory; the worker process still isolates runs
+
+
 class RssSampler:
     """Samples process RSS in a background thread; ``peak`` is the max seen while running."""
 
@@ -131,6 +143,7 @@ class MemoryProbe:
             if nvml.peak:
                 self.figures["peak_mem_nvml_bytes"] = nvml.peak
         else:
+            release_freed_memory()  # so evaluation or loading before training does not inflate the peak
             with RssSampler() as rss:
                 yield
             self.figures["peak_rss_bytes"] = rss.peak
