@@ -50,6 +50,35 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("executor", "where runs execute; results land in --out wherever they ran")
+    g.add_argument("--executor", choices=["local", "inline", "ray", "slurm"], default="local",
+                   help="local (default): a fresh worker process per run, one at a time; inline: this process; "
+                        "ray: a Ray task per run (pip install 'peft-bench[ray]'); slurm: a Slurm job array via "
+                        "submitit (pip install 'peft-bench[slurm]')")
+    g.add_argument("--cpus-per-run", type=int, default=1, help="ray/slurm: CPUs per run (default 1)")
+    g.add_argument("--ray-address", default=None,
+                   help="ray: cluster to join, e.g. ray://head:10001 or auto (default: $RAY_ADDRESS, else a local "
+                        "Ray instance); a run asks for one GPU when the device is CUDA")
+    g.add_argument("--slurm-partition", default=None, help="slurm: partition")
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="slurm: time limit per run (default 60)")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="slurm: GPUs per run (default 0)")
+    g.add_argument("--slurm-mem", type=float, default=None, metavar="GB", help="slurm: memory per run")
+    g.add_argument("--slurm-cluster", choices=["slurm", "local", "debug"], default=None,
+                   help="slurm: submitit backend (default: slurm where sbatch exists, else local processes)")
+
+
+def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The executor options and the submission's shared settings from the parsed arguments."""
+    from harness.executors import ExecutorOptions, get, job_for
+
+    get(args.executor)  # a missing optional package is reported now, before anything runs
+    options = ExecutorOptions(cpus_per_run=args.cpus_per_run, ray_address=args.ray_address,
+                              slurm_cluster=args.slurm_cluster, slurm_partition=args.slurm_partition,
+                              slurm_time_min=args.slurm_time, slurm_gpus=args.slurm_gpus, slurm_mem_gb=args.slurm_mem)
+    return options, job_for(args.out, args.device, not args.no_progress, args.command_line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark parameter-efficient fine-tuning methods.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,10 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default=None, help="hyperparameter preset of every method, e.g. paper (published GPU settings)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override a trainer key (lr=3e-4, batch_size=4) or a method key (lora.r=16); repeatable")
-    run.add_argument("--executor", choices=["local", "inline"], default="local",
-                     help="local: a fresh worker process per run (clean memory figures); inline: this process")
+    _add_executor(run)
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="run a grid described in a sweep file (YAML or TOML), on any executor",
+                           description="Expand a sweep file (models x methods with override ranges x tasks x "
+                                       "seeds) into the runs of the equivalent bench run commands and run the ones "
+                                       "not done yet; with select, tune a key (e.g. lr) per method on held-out "
+                                       "training items first. See examples/sweep.yaml.")
+    sweep.add_argument("file", type=Path, help="sweep file (.yaml/.yml, or .toml)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs and their status; run nothing")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="rerun failed runs too (default: skip ok and failed runs; run new and interrupted ones)")
+    sweep.add_argument("--tune", default=None, metavar="KEY",
+                       help="tune KEY (e.g. lr; its values are the sweep's list) by validation accuracy on held-out "
+                            "training items, as the file's select: {over: KEY}")
+    sweep.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
+    sweep.add_argument("--data-dir", type=Path, default=None, help="offline data folder")
+    sweep.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda ...")
+    sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_executor(sweep)
+    sweep.set_defaults(func=cmd_sweep)
 
     ev = sub.add_parser("eval", help="evaluate a model without training")
     _add_common(ev)
@@ -247,38 +294,39 @@ def _budget_line(plans: list[Any]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import records
-    from harness.executors.local import EXECUTORS
+    from harness import records, sweep
     from harness.models import model_info
 
-    from harness.environment import pick_device
-
     plans = plan_runs(args)
-    device = str(pick_device(args.device))
     out: Path = args.out
     print(_budget_line(plans))
     note = model_info(args.model).note
     if note:
         print(f"model {args.model}: {note}")
-    failed = 0
-    for i, cfg in enumerate(plans, 1):
-        status = records.run_status(out, cfg.run_id)
-        tag = f"[{i}/{len(plans)}] {cfg.method} on {'+'.join(cfg.train_tasks)} seed {cfg.seed}"
-        if status == "ok" and not args.force:
-            print(f"{tag}: already done, skipped ({records.run_dir(out, cfg.run_id)})")
-            continue
-        print(f"{tag}: running -> {records.run_dir(out, cfg.run_id)}", flush=True)
-        record = EXECUTORS[args.executor](cfg, out, device, not args.no_progress, args.command_line)
-        if record.get("status") != "ok":
-            failed += 1
-            err = record.get("error", {})
-            print(f"{tag}: FAILED ({err.get('type')}: {err.get('message', '')[:300]}); continuing", flush=True)
-        records.rebuild_table(out)
+    options, job = _executor_setup(args)
+    # bench run reruns failed runs (a command repeated after a fix); a sweep does so only when asked
+    failed = sweep.launch(plans, args.executor, options, job, force=args.force, retry_failed=True)
     df = records.rebuild_table(out)
     ids = {cfg.run_id for cfg in plans}
     print()
     print(summary_table(df[df.run_id.isin(ids)]))
     print(f"\nresults: {out.resolve()}/results.csv (and .parquet), run folders in {out.resolve()}/runs/")
+    return 1 if failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness import records, sweep
+
+    spec = sweep.load(args.file, tune=args.tune)
+    if args.dry_run:
+        print(sweep.dry_run(spec, args.out, args.retry_failed))
+        return 0
+    options, job = _executor_setup(args)
+    finals, failed = sweep.run(spec, args.executor, options, job, retry_failed=args.retry_failed)
+    df = records.rebuild_table(args.out)
+    print()
+    print(summary_table(df[df.run_id.isin({cfg.run_id for cfg in finals})]))
+    print(f"\nresults: {args.out.resolve()}/results.csv (and .parquet), run folders in {args.out.resolve()}/runs/")
     return 1 if failed else 0
 
 

@@ -80,6 +80,9 @@ class RunConfig:
     retention_tasks: tuple[str, ...] = ()  # evaluated before and after, never trained on
     retention_text: str | None = None  # held-out text for LM-loss forgetting
     sequence: bool = False  # train_tasks are stages trained one after another (continued training)
+    # training items per task held out (seeded, the same for every run) and scored after training
+    # as phase "val": model selection (sweep ``select``) without ever looking at test items
+    validation: int = 0
 
     def stages(self) -> list[tuple[str, ...]]:
         return [(t,) for t in self.train_tasks] if self.sequence else [self.train_tasks]
@@ -98,6 +101,7 @@ class RunConfig:
             "train": dataclasses.asdict(self.train),
             "protocol": self.protocol,
             "backend": self.backend,
+            **({"validation": self.validation} if self.validation else {}),  # absent = 0: ids unchanged
         }
 
     @property
@@ -230,5 +234,5 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
         train_tasks=tuple(d["train_tasks"]), eval_tasks=tuple(d["eval_tasks"]), seed=d["seed"],
         train=TrainConfig(**d["train"]), protocol=d.get("protocol", "likelihood"), backend=d.get("backend", "native"),
         retention_tasks=tuple(d.get("retention_tasks", ())), retention_text=d.get("retention_text"),
-        sequence=d.get("sequence", False),
+        sequence=d.get("sequence", False), validation=d.get("validation", 0),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 import time
 import traceback
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from harness import records
-from harness.config import RunConfig, TrainConfig, config_from_dict
+from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict
 from harness.data import TrainBatches
 from harness.environment import environment
 from harness.forgetting import backward_transfer, final_average, retention_forgetting, sequential_forgetting
@@ -34,6 +35,7 @@ from tasks import registry as task_registry
 
 EVAL_SCORER_VERSION = 2  # bump when scoring changes, so cached evaluations are not reused
 TEXT_WINDOW, TEXT_MAX_WINDOWS = 256, 64
+VALIDATION_SEED = 0  # held-out items do not depend on the run: every method is selected on the same ones
 
 
 def _now() -> str:
@@ -51,14 +53,16 @@ def _cache_path(out: Path, kind: str, key_src: dict[str, Any]) -> Path:
 
 
 def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: RunConfig, phase: str,
-                  device: torch.device, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  device: torch.device, progress: bool, items: list[Any] | None = None
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate one task under the run's protocol and backend; returns the eval summary (metrics
     with stderr, and how they were measured) and per-sample records. Backends keep exported
     files (lm-eval task YAML, named by a hash of their content) in the project cache."""
     task = task_registry.get(task_name)
     data = task_registry.load(task)
     tc = cfg.train
-    items = data.test[:tc.eval_limit] if tc.eval_limit else data.test
+    if items is None:  # the test items; validation passes its held-out training items
+        items = data.test[:tc.eval_limit] if tc.eval_limit else data.test
     settings = protocols.EvalSettings(batch_size=tc.eval_batch_size, device=device, progress=progress,
                                       num_beams=tc.num_beams, max_new_tokens=tc.max_new_tokens,
                                       workdir=cache_dir(), limit=tc.eval_limit)
@@ -161,7 +165,8 @@ def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, devic
     """Training batches, step count and method context for one stage's tasks (the protocol's text)."""
     tc = cfg.train
     train_pair = protocols.get(cfg.protocol).train_pair
-    pairs = [train_pair(task, ex) for task, ex in task_registry.train_examples(stage)]
+    held = {ex for name in stage for ex in validation_items(cfg, name)}
+    pairs = [train_pair(task, ex) for task, ex in task_registry.train_examples(stage) if ex not in held]
     batches = TrainBatches(pairs, tokenizer, tc.max_length, tc.batch_size, tc.micro(), seed, tc.train_on_inputs, device)
     n_steps = tc.resolved_steps(len(batches))
 
@@ -237,6 +242,12 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
                 _checkpoint(adapted, folder)
                 _write(folder, record, steps)
 
+    if cfg.validation:  # model selection: the held-out training items, never test items
+        for name in cfg.train_tasks:
+            summary, samples = evaluate_task(adapted.for_eval(), tokenizer, name, cfg, "val", device, progress,
+                                             validation_items(cfg, name))
+            evals.append(summary)
+            records.atomic_write_jsonl(records.samples_path(folder, "val", name), samples)
     if cfg.retention_text:
         record["text_loss_after"] = text_loss(None, adapted.for_eval(), tokenizer, cfg, device)
     record["derived"] = derived_metrics(cfg, evals, record)
@@ -244,6 +255,16 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
     record["calibration_memory"] = calib.figures
     record["method_record"] = adapted.record()
     record["train_config"] = dataclasses.asdict(tc)
+
+
+def validation_items(cfg: RunConfig, task_name: str) -> list[Any]:
+    """The ``cfg.validation`` training items of a task held out from training (fixed seed)."""
+    if not cfg.validation:
+        return []
+    train = task_registry.load(task_registry.get(task_name)).train
+    if cfg.validation >= len(train):
+        raise ConfigError(f"validation {cfg.validation}: task {task_name} has only {len(train)} training items")
+    return [train[i] for i in sorted(random.Random(VALIDATION_SEED).sample(range(len(train)), cfg.validation))]
 
 
 def _checkpoint(adapted: Adapted, folder: Path) -> None:

@@ -1,0 +1,52 @@
+"""Ray: every run a Ray task, scheduled by Ray on a local instance or an existing cluster.
+
+A task asks for one GPU when the runs go to CUDA (``--device cuda``, or ``auto`` on a cluster
+that has GPUs), else ``cpus_per_run`` CPUs; Ray places it and sets CUDA_VISIBLE_DEVICES, so a
+task always uses ``cuda`` = the GPU it was given. ``max_calls=1`` gives each run a fresh worker
+process (clean memory figures, nothing left over from the previous run); ``max_retries=0``
+because a run that died is recorded as failed and retried only on request (``--retry-failed``).
+Runs write into the shared ``--out`` folder: on a multi-node cluster it must be a shared
+filesystem and the project must be installed on every node.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from harness.config import RunConfig
+from harness.executors import ExecutorOptions, Finished, Job, run_resolved, settle
+
+
+def _wants_gpu(ray: Any, device: str) -> bool:
+    if device == "auto":
+        return ray.cluster_resources().get("GPU", 0) >= 1
+    return device.startswith("cuda")
+
+
+def run_ray(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) -> Finished:
+    """Submit every run as a task at once; yield each as it ends. Joins (or starts) Ray here."""
+    import ray
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=options.ray_address)
+    pending: dict[Any, RunConfig] = {}
+    try:
+        gpu = _wants_gpu(ray, job.device)
+        task = ray.remote(num_cpus=options.cpus_per_run, num_gpus=1 if gpu else 0, max_retries=0,
+                          max_calls=1)(run_resolved)
+        remote_job = dataclasses.replace(job, device="cuda" if gpu else "cpu", progress=False)
+        pending = {task.remote(cfg.resolved(), remote_job): cfg for cfg in plans}
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            cfg = pending.pop(ref)
+            try:
+                ray.get(ref)
+                how = ""
+            except ray.exceptions.RayError as err:  # the worker crashed or was killed, the node was lost
+                how = f"Ray task failed: {type(err).__name__}: {str(err)[:500]}"
+            yield cfg, settle(cfg, job.out, how)
+    finally:
+        for ref in pending:  # interrupted: do not leave runs going on the cluster
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()

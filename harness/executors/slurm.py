@@ -1,0 +1,38 @@
+"""Slurm through submitit: the runs go out as one job array, each run one job.
+
+submitit's ``AutoExecutor`` picks Slurm where ``sbatch`` exists and its local executor
+otherwise (``slurm_cluster="local"`` forces it: a job per run as a local process, for testing).
+Resources per run: ``slurm_partition``, ``slurm_time_min``, ``slurm_gpus``, ``slurm_mem_gb``,
+``cpus_per_run``. Job logs and submitit's pickles go to ``<out>/slurm/<job id>/``; results go
+to the shared ``--out`` folder like any other run, so it must be on a filesystem the nodes share.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from harness.config import RunConfig
+from harness.executors import ExecutorOptions, Finished, Job, run_resolved, settle
+
+POLL_S = 2.0  # how often job states are checked (submitit caches sacct answers between checks)
+
+
+def run_slurm(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) -> Finished:
+    """Submit the runs as a job array; yield each run as its job ends."""
+    import submitit
+    executor = submitit.AutoExecutor(folder=job.out / "slurm" / "%j", cluster=options.slurm_cluster)
+    executor.update_parameters(name="peft-bench", timeout_min=options.slurm_time_min, gpus_per_node=options.slurm_gpus,
+                               cpus_per_task=options.cpus_per_run, mem_gb=options.slurm_mem_gb,
+                               slurm_partition=options.slurm_partition)
+    remote_job = dataclasses.replace(job, progress=False)
+    jobs = executor.map_array(run_resolved, [cfg.resolved() for cfg in plans], [remote_job] * len(plans))
+    by_id = {j.job_id: cfg for j, cfg in zip(jobs, plans)}
+    try:
+        for done in submitit.helpers.as_completed(jobs, poll_frequency=POLL_S):
+            error = done.exception()  # FailedJobError / UncompletedJobError when the job died or timed out
+            how = f"job {done.job_id} failed: {type(error).__name__}: {str(error)[:500]}" if error else ""
+            yield by_id[done.job_id], settle(by_id[done.job_id], job.out, how)
+    finally:
+        for j in jobs:  # interrupted: cancel what is still queued or running
+            if not j.done():
+                j.cancel(check=False)
