@@ -130,7 +130,7 @@ def compare_methods(results: Path, a: str, b: str, task: str | None = None, phas
                     metric: str = "acc") -> list[Comparison]:
     """Paired comparison of methods ``a`` and ``b`` per task, over the seeds both ran."""
     res = load_results([Path(results)])
-    runs = {who: _pick(res.ok_runs, who) for who in (a, b)}
+    runs = {who: _pick(res.ok_runs(), who) for who in (a, b)}
     key = "correct" if metric == "acc" else "correct_norm"
     tasks = [t for t in dict.fromkeys(e["task"] for r in runs[a] for e in r.record.get("evals", []))
              if task in (None, t)]

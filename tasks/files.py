@@ -11,7 +11,8 @@ with keys ``answer_type`` (``choice`` or ``number``), ``vocabulary`` (the answer
 instructions' "Answer format: a/b/c" lines, or labels sharing a prefix (answer1..answerN,
 option1..), or true/false -> ``choice`` with that vocabulary. When every instruction lists its
 options LLM-Adapters-style ("Answer1: ... Answer2: ..."), the likelihood protocol is offered
-too; otherwise the task is generation-only. Every file read is recorded with its SHA-256.
+too (the question asked is the instruction without LLM-Adapters' opening sentence and options);
+otherwise the task is generation-only. Every file read is recorded with its SHA-256.
 """
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ from typing import Any
 
 from tasks import sources
 from tasks.base import Example, Task, TaskData
-from tasks.commonsense import parse_instruction
-from tasks.generation import parse_number
+from tasks.commonsense import SPECS, parse_instruction
+from tasks.hub import HELLASWAG_HEADER
+from tasks.llm_adapters import parse_number
 from tasks.sources import DataError
 
 SIDECAR_KEYS = {"answer_type", "vocabulary", "max_new_tokens", "description"}
+# LLM-Adapters' instruction openings: stripped from the question the likelihood protocol asks
+KNOWN_HEADERS = tuple(dict.fromkeys([spec.header for spec in SPECS.values()] + [HELLASWAG_HEADER]))
 MAX_INFERRED_LABELS = 10
 _LABEL = re.compile(r"([A-Za-z_]+?)(\d+)")
 
@@ -123,8 +127,9 @@ def to_example(rec: dict[str, str], ex_id: str, answer_type: str, vocabulary: tu
         return Example(ex_id, rec["instruction"], (), gold, **common)
     if answer not in vocabulary:
         raise ValueError(f"answer {answer!r} is not among the choices {list(vocabulary)}")
+    header = next((h for h in KNOWN_HEADERS if rec["instruction"].startswith(h)), "")
     try:
-        question, options, labels = parse_instruction(rec["instruction"], "")
+        question, options, labels = parse_instruction(rec["instruction"], header)
         options = options or tuple(labels)  # true/false: the labels are the choices
         if answer in labels and len(options) == len(labels):
             return Example(ex_id, question, options, labels.index(answer), **common)

@@ -11,7 +11,7 @@ evaluate (``dataset_path: json``), so lm-eval works offline and asks exactly our
   ``doc_to_choice`` the per-option contexts, ``doc_to_target`` the shared continuation. lm-eval
   then reports ``acc`` only (its ``acc_norm`` would divide by the contexts' lengths);
 * generation: ``doc_to_text`` is the full LLM-Adapters prompt, ``generation_kwargs`` our
-  decoding, and ``process_results`` calls our answer extraction (``tasks.generation.judge``),
+  decoding, and ``process_results`` calls our answer extraction (``tasks.llm_adapters.judge``),
   so the backends differ only in who generates.
 
 The in-memory (adapted) model goes through lm-eval's ``HFLM`` wrapper; the batch size is given
@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from tasks import generation, likelihood, sources
+from tasks import generation, likelihood, llm_adapters, sources
 from tasks.base import Example, Task, TaskData
 from tasks.protocols import EvalSettings, Evaluation, ProtocolError, generation_prompt, likelihood_prompt, metric
 from tasks.registry import UnknownTask
@@ -49,7 +49,7 @@ OUTPUT_TYPES = {"multiple_choice": "likelihood", "loglikelihood": "likelihood", 
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """lm-eval ``process_results`` for exported generation tasks: our extraction, our ``acc``."""
-    _, correct = generation.judge(doc["answer_type"], doc["vocabulary"], doc["gold"], results[0])
+    _, correct = llm_adapters.judge(doc["answer_type"], doc["vocabulary"], doc["gold"], results[0])
     return {"acc": float(correct)}
 
 
@@ -83,7 +83,7 @@ def likelihood_docs(task: Task, examples: Sequence[Example]) -> tuple[list[dict[
 
 def generation_docs(task: Task, examples: Sequence[Example], settings: EvalSettings
                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    docs = [{"id": ex.id, "prompt": generation.eval_prompt(ex), "gold": generation.gold_answer(task, ex),
+    docs = [{"id": ex.id, "prompt": llm_adapters.eval_prompt(ex), "gold": llm_adapters.gold_answer(task, ex),
              "answer_type": task.answer_type, "vocabulary": list(task.vocabulary)} for ex in examples]
     kwargs = {"until": [], "max_gen_toks": settings.max_new_tokens or task.max_new_tokens, "do_sample": False}
     if settings.num_beams > 1:
@@ -104,17 +104,19 @@ def _yaml(fields: dict[str, Any]) -> str:
 
 
 def export(task: Task, examples: Sequence[Example], protocol: str, settings: EvalSettings,
-           folder: Path) -> str:
-    """Write ``<name>.jsonl`` + ``<name>.yaml`` (+ the helper module) into ``folder``; return the name.
+           folder: Path) -> tuple[str, Path]:
+    """Write ``<name>/<name>.jsonl`` + ``.yaml`` (+ the helper module) under ``folder``.
 
-    The name carries a hash of the documents and config, so a changed item or setting never
-    reuses another export (nor the ``datasets`` cache built from it).
+    Returns the lm-eval task name and its folder. The name carries a hash of the documents and
+    config, so a changed item or setting never reuses another export (nor the ``datasets``
+    cache built from it), and one folder per export keeps lm-eval's indexing to what is asked.
     """
     docs, fields = (likelihood_docs(task, examples) if protocol == "likelihood"
                     else generation_docs(task, examples, settings))
     body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
     digest = hashlib.sha256((body + json.dumps(fields, sort_keys=True)).encode()).hexdigest()[:12]
     name = f"peftbench_{re.sub(r'[^A-Za-z0-9]+', '_', task.name).strip('_')[-40:]}_{protocol}_{digest}"
+    folder = folder / name
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
     if not data.exists():
@@ -125,7 +127,7 @@ def export(task: Task, examples: Sequence[Example], protocol: str, settings: Eva
     (folder / f"{name}.yaml").write_text(_yaml(config), encoding="utf-8")
     if protocol == "generate":
         (folder / f"{HELPER_MODULE}.py").write_text(_HELPER_SOURCE, encoding="utf-8")
-    return name
+    return name, folder
 
 
 # -- running lm-eval ---------------------------------------------------------------------------
@@ -157,13 +159,22 @@ def _run(model: nn.Module, tokenizer: Any, names: list[str], task_manager: Any, 
         model.train(was_training)
 
 
-def _own_task(protocol: str, model: nn.Module, tokenizer: Any, task: Task, examples: Sequence[Example],
-              settings: EvalSettings) -> Evaluation:
+def evaluate_many(protocol: str, model: nn.Module, tokenizer: Any, jobs: Sequence[tuple[Task, Sequence[Example]]],
+                  settings: EvalSettings) -> list[Evaluation]:
+    """Our tasks through lm-eval in one ``simple_evaluate`` call (its set-up costs seconds per call)."""
     from lm_eval.tasks import TaskManager
 
-    folder = Path(settings.workdir or tempfile.mkdtemp(prefix="peft-bench-")) / "lm-eval-tasks"
-    name = export(task, examples, protocol, settings, folder)
-    out = _run(model, tokenizer, [name], TaskManager(include_path=str(folder), include_defaults=False), settings)
+    root = Path(settings.workdir or tempfile.mkdtemp(prefix="peft-bench-")) / "lm-eval-tasks"
+    exports = [export(task, examples, protocol, settings, root) for task, examples in jobs]
+    manager = TaskManager(include_path=[str(folder) for _, folder in exports], include_defaults=False)
+    out = _run(model, tokenizer, [name for name, _ in exports], manager, settings)
+    return [_evaluation(protocol, task, examples, out, name, settings)
+            for (task, examples), (name, _) in zip(jobs, exports)]
+
+
+def _evaluation(protocol: str, task: Task, examples: Sequence[Example], out: dict[str, Any], name: str,
+                settings: EvalSettings) -> Evaluation:
+    """Our records from lm-eval's per-sample log: its scores, our record format and metrics."""
     by_doc = {s["doc_id"]: s for s in out["samples"][name]}
     if sorted(by_doc) != list(range(len(examples))):
         raise RuntimeError(f"lm-eval returned {len(by_doc)} samples for {len(examples)} items of {task.name}")
@@ -178,11 +189,9 @@ def _own_task(protocol: str, model: nn.Module, tokenizer: Any, task: Task, examp
     samples = []
     for i, ex in enumerate(examples):
         lls = [float(r[0]) for r in by_doc[i]["filtered_resps"]]
-        reqs = task.requests(ex)
-        lengths = [likelihood.choice_length(cont) for _, cont in reqs]
-        pred = max(range(len(lls)), key=lls.__getitem__)
-        rec = {"id": ex.id, "gold": ex.gold, "pred": pred, "correct": bool(by_doc[i]["acc"]), "logliks": lls,
-               "lengths": lengths}
+        lengths = [likelihood.choice_length(cont) for _, cont in task.requests(ex)]
+        rec = {"id": ex.id, "gold": ex.gold, "pred": max(range(len(lls)), key=lls.__getitem__),
+               "correct": bool(by_doc[i]["acc"]), "logliks": lls, "lengths": lengths}
         if "acc_norm" in by_doc[i]:
             rec["pred_norm"] = max(range(len(lls)), key=lambda k: lls[k] / max(lengths[k], 1))
             rec["correct_norm"] = bool(by_doc[i]["acc_norm"])
@@ -197,7 +206,7 @@ def evaluate(protocol: str, model: nn.Module, tokenizer: Any, task: Task, exampl
              settings: EvalSettings) -> Evaluation:
     """Evaluate through lm-eval: our task exported as YAML, or an lm-eval task by name."""
     if task.family != "lm-eval":
-        return _own_task(protocol, model, tokenizer, task, examples, settings)
+        return evaluate_many(protocol, model, tokenizer, [(task, examples)], settings)[0]
     name = task.extra["lm_eval_name"]
     out = _run(model, tokenizer, [name], _task_manager(), settings, settings.limit or None)
     metrics = []

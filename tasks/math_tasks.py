@@ -24,7 +24,7 @@ from typing import Any
 
 from tasks import sources
 from tasks.base import Example, Task, TaskData
-from tasks.generation import parse_number
+from tasks.llm_adapters import parse_number
 from tasks.sources import DataError, DataSource
 
 GSM8K_TRAIN, GSM8K_TEST = "gsm8k/train.jsonl", "gsm8k/test.jsonl"

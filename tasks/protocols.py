@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from tasks import generation, likelihood
+from tasks import generation, likelihood, llm_adapters
 from tasks.base import Example, Task
 from tasks.formatting import TrainTarget
 
@@ -91,12 +91,12 @@ def likelihood_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: 
 def generation_prompt(task: Task, settings: EvalSettings) -> str:
     """Template id plus decoding: greedy vs beam or another budget is another measurement."""
     decoding = "greedy" if settings.num_beams == 1 else f"beam{settings.num_beams}"
-    return f"{generation.prompt_id()},{decoding},{settings.max_new_tokens or task.max_new_tokens}tok"
+    return f"{llm_adapters.prompt_id()},{decoding},{settings.max_new_tokens or task.max_new_tokens}tok"
 
 
 def generation_train_pair(task: Task, ex: Example) -> tuple[str, str]:
     """LLM-Adapters' training text: template, output, EOS id, loss on the prompt too."""
-    return generation.train_prompt(ex), TrainTarget(ex.output, add_eos=True, train_on_inputs=True)
+    return llm_adapters.train_prompt(ex), TrainTarget(ex.output, add_eos=True, train_on_inputs=True)
 
 
 def generation_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: Sequence[Example],

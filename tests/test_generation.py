@@ -8,7 +8,7 @@ import pytest
 from harness import cli, records
 from harness.config import RunConfig
 from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer, build_llama
-from tasks import generation, protocols, registry, sources
+from tasks import generation, llm_adapters, protocols, registry, sources
 from tasks.base import Example
 from tasks.formatting import IGNORE_INDEX, TrainTarget, encode_train
 
@@ -18,13 +18,13 @@ SPEC_EVAL = ("Below is an instruction that describes a task. Write a response th
 
 
 def test_templates_to_the_character():
-    assert generation.EVAL_TEMPLATE == SPEC_EVAL
+    assert llm_adapters.EVAL_TEMPLATE == SPEC_EVAL
     # the training copy: two spaces after "request." and a blank line of 16 spaces
-    assert generation.TRAIN_TEMPLATE == SPEC_EVAL.replace("request. ", "request.  ").replace(
+    assert llm_adapters.TRAIN_TEMPLATE == SPEC_EVAL.replace("request. ", "request.  ").replace(
         "{instruction}\n\n", "{instruction}\n" + " " * 16 + "\n")
     ex = Example("x", "q", (), 0, instruction="Add 2 and 3.", output="5")
-    assert generation.eval_prompt(ex).endswith("Add 2 and 3.\n\n                ### Response:\n" + " " * 16)
-    assert "### Input:\n                more" in generation.eval_prompt(Example("x", "q", (), 0, instruction="i",
+    assert llm_adapters.eval_prompt(ex).endswith("Add 2 and 3.\n\n                ### Response:\n" + " " * 16)
+    assert "### Input:\n                more" in llm_adapters.eval_prompt(Example("x", "q", (), 0, instruction="i",
                                                                                      input="more"))
 
 
@@ -35,7 +35,7 @@ def test_templates_to_the_character():
     ("answer10 then answer1", ("answer1", "answer10"), "answer10"),  # longer label wins at a position
 ])
 def test_choice_extraction_first_case_sensitive_occurrence(text, vocab, want):
-    assert generation.extract_choice(text, vocab) == want
+    assert llm_adapters.extract_choice(text, vocab) == want
 
 
 @pytest.mark.parametrize("text, want", [
@@ -46,14 +46,14 @@ def test_choice_extraction_first_case_sensitive_occurrence(text, vocab, want):
     ("no digits", None),
 ])
 def test_number_extraction_takes_the_last_number(text, want):
-    assert generation.extract_number(text) == want
+    assert llm_adapters.extract_number(text) == want
 
 
 def test_numeric_match_and_response_cut():
-    assert generation.numbers_match(576.0, "576.0") and generation.numbers_match(2 / 3, "0.6666666666666666")
-    assert not generation.numbers_match(0.67, "0.6666666666666666") and not generation.numbers_match(None, "1")
-    assert generation.response_text("  answer1 ### Response: answer2") == "answer1"
-    assert generation.judge("choice", ("answer1", "answer2"), "answer2", " answer2\n### Response: answer1") == \
+    assert llm_adapters.numbers_match(576.0, "576.0") and llm_adapters.numbers_match(2 / 3, "0.6666666666666666")
+    assert not llm_adapters.numbers_match(0.67, "0.6666666666666666") and not llm_adapters.numbers_match(None, "1")
+    assert llm_adapters.response_text("  answer1 ### Response: answer2") == "answer1"
+    assert llm_adapters.judge("choice", ("answer1", "answer2"), "answer2", " answer2\n### Response: answer1") == \
         ("answer2", True)
 
 
@@ -76,7 +76,7 @@ def test_generation_training_text_trains_on_inputs_and_ends_with_eos():
     task = registry.get("synthetic")
     ex = registry.load(task).train[0]
     prompt, target = protocols.get("generate").train_pair(task, ex)
-    assert prompt == generation.train_prompt(ex) and target == ex.output and isinstance(target, TrainTarget)
+    assert prompt == llm_adapters.train_prompt(ex) and target == ex.output and isinstance(target, TrainTarget)
     tok = ByteTokenizer()
     ids, labels = encode_train(tok, prompt, target, max_length=512)
     assert ids[-1] == tok.eos_token_id and labels == ids and IGNORE_INDEX not in labels

@@ -1,0 +1,120 @@
+"""The lm-eval backend: exported YAML asks our requests, and per item lm-eval picks what we pick.
+
+The agreement test runs a tiny random Llama whose vocabulary is a byte-level BPE trained in
+memory on the items' text (lm-eval's HFLM needs a Hugging Face tokenizer), so it needs no
+download and no real model; a few items of each commonsense task go through both backends.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.models import build_llama
+from tasks import commonsense, lm_eval_bridge, protocols, registry, sources
+from tasks.base import Example, Task, TaskData
+
+SHARED = sources.DEFAULT_DATA_DIR
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="offline benchmark data not present")
+N_ITEMS = 4
+TASKS = registry.SUITES["commonsense"]
+
+
+@pytest.fixture(scope="module")
+def items() -> dict[str, list[Example]]:
+    """The first records of each test file (parsed as the loaders do, without the full splits)."""
+    out = {}
+    for name in TASKS:
+        spec = commonsense.SPECS[name]
+        path = SHARED / spec.files()[0]
+        records = commonsense.read_hellaswag(path) if name == "hellaswag" else json.loads(path.read_text())
+        out[name] = commonsense.parse_records(spec, records[:N_ITEMS], str(path), "test")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(items):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [ctx + cont for name in TASKS for ex in items[name] for ctx, cont in registry.get(name).requests(ex)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus * 2, trainers.BpeTrainer(vocab_size=500, special_tokens=["<pad>", "<s>", "</s>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    model = build_llama(dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                             tie_word_embeddings=False), seed=1)
+    return model, tok
+
+
+def settings(tmp_path, **kw) -> protocols.EvalSettings:
+    return protocols.EvalSettings(batch_size=4, progress=False, workdir=tmp_path, **kw)
+
+
+def test_native_scorer_picks_what_lm_eval_picks(tiny, items, tmp_path):
+    model, tok = tiny
+    jobs = [(registry.get(name), items[name]) for name in TASKS]
+    everything = lm_eval_bridge.evaluate_many("likelihood", model, tok, jobs, settings(tmp_path))
+    for (task, examples), theirs in zip(jobs, everything):
+        ours = protocols.evaluate("native", "likelihood", model, tok, task, examples, settings(tmp_path))
+        for a, b in zip(ours.samples, theirs.samples):
+            assert a["id"] == b["id"] and a["pred"] == b["pred"], (task.name, a, b)
+            assert a["logliks"] == pytest.approx(b["logliks"], abs=1e-3)
+            if "pred_norm" in b:  # lm-eval has no acc_norm in the multiple-input (WinoGrande) form
+                assert a["pred_norm"] == b["pred_norm"], (task.name, a, b)
+        # lm-eval's own aggregate equals ours
+        assert theirs.extra["lm_eval_reported"]["acc,none"] == pytest.approx(theirs.metrics[0]["value"])
+        assert ours.prompt == theirs.prompt and theirs.protocol == "likelihood"
+
+
+def test_generation_backends_generate_the_same_text(tiny, items, tmp_path):
+    model, tok = tiny
+    for name in ("arc_e", "boolq"):
+        task = registry.get(name)
+        kw = dict(max_new_tokens=5)
+        ours = protocols.evaluate("native", "generate", model, tok, task, items[name][:2], settings(tmp_path, **kw))
+        theirs = protocols.evaluate("lm-eval", "generate", model, tok, task, items[name][:2], settings(tmp_path, **kw))
+        assert [s["generated"] for s in ours.samples] == [s["generated"] for s in theirs.samples]
+        assert ours.prompt == theirs.prompt and ours.prompt.endswith("greedy,5tok")
+
+
+def test_export_uses_multiple_input_form_for_partial_scoring(items, tmp_path):
+    import yaml
+
+    name, folder = lm_eval_bridge.export(registry.get("winogrande"), items["winogrande"], "likelihood",
+                                         settings(tmp_path), tmp_path)
+    config = yaml.safe_load((folder / f"{name}.yaml").read_text())
+    assert (config["doc_to_text"], config["doc_to_choice"], config["doc_to_target"]) == ("gold", "contexts",
+                                                                                          "continuation")
+    assert config["target_delimiter"] == " " and config["dataset_path"] == "json"
+    docs, fields = lm_eval_bridge.likelihood_docs(registry.get("arc_e"), items["arc_e"])
+    assert fields["doc_to_choice"] == "choices" and docs[0]["choices"][0] == items["arc_e"][0].choices[0]
+    gen, folder = lm_eval_bridge.export(registry.get("boolq"), items["boolq"], "generate", settings(tmp_path),
+                                        tmp_path)
+    text = (folder / f"{gen}.yaml").read_text()
+    assert "process_results: !function peft_bench_lm_eval.process_generation" in text
+    assert (folder / "peft_bench_lm_eval.py").is_file()
+
+
+def test_batch_size_reaches_hflm(tiny):
+    model, tok = tiny
+    assert lm_eval_bridge._hflm(model, tok, 7).batch_size == 7
+
+
+def test_refusals():
+    from harness.models import ByteTokenizer
+
+    with pytest.raises(protocols.ProtocolError, match="Hugging Face tokenizer"):
+        lm_eval_bridge._hflm(None, ByteTokenizer(), 4)
+    named = registry.get("lm-eval:hellaswag")
+    assert named.family == "lm-eval"
+    with pytest.raises(protocols.ProtocolError, match="--eval-backend lm-eval"):
+        protocols.check(named, "likelihood", "native")
+    protocols.check(named, "likelihood", "lm-eval")
+    mixed = Task("mixed", "test", "", load=lambda: TaskData([], [], "", {}, ""),
+                 format_requests=lambda ex: [("a", " x"), ("b", " y"), ("b", " z")])
+    with pytest.raises(protocols.ProtocolError, match="multiple_choice cannot"):
+        lm_eval_bridge.likelihood_docs(mixed, [Example("0", "q", ("x", "y", "z"), 0)])

@@ -1,0 +1,88 @@
+"""Statistics on hand-computed cases, and ``bench compare`` on synthetic run folders."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from harness import cli, records
+from reports import stats
+from reports.load import ReportError
+
+
+def test_seed_summary_t_interval():
+    s = stats.seed_summary([0.5, 0.6, 0.7])
+    # mean 0.6, sd 0.1, t(0.975, 2) = 4.302653 -> half width 4.302653 * 0.1 / sqrt(3) = 0.248414
+    assert (s.mean, s.n) == (pytest.approx(0.6), 3) and s.std == pytest.approx(0.1)
+    assert (s.low, s.high) == (pytest.approx(0.6 - 0.248414, abs=1e-6), pytest.approx(0.6 + 0.248414, abs=1e-6))
+    one = stats.seed_summary([0.4])
+    assert (one.mean, one.std, one.low, one.n) == (0.4, None, None, 1)
+
+
+@pytest.mark.parametrize("b, c, p", [
+    (1, 9, 2 * 11 / 1024),  # P(X <= 1 | n=10) = (1 + 10) / 2^10, two-sided
+    (0, 5, 2 / 32),
+    (5, 5, 1.0),
+    (0, 0, 1.0),
+    (3, 1, 2 * 5 / 16),  # P(X <= 1 | n=4) = (1 + 4) / 16
+])
+def test_mcnemar_exact(b, c, p):
+    assert stats.mcnemar_exact(b, c) == pytest.approx(p)
+    assert stats.mcnemar_exact(c, b) == pytest.approx(p)
+
+
+def test_mcnemar_matches_scipy():
+    from scipy.stats import binomtest
+
+    for b, c in [(7, 20), (12, 3), (30, 41)]:
+        assert stats.mcnemar_exact(b, c) == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
+
+
+def test_paired_bootstrap():
+    assert stats.paired_bootstrap([1, 0, 1, 0], [1, 0, 1, 0]) == (0.0, 0.0, 0.0)
+    diff, low, high = stats.paired_bootstrap([0] * 10, [1] * 10)
+    assert diff == low == high == 1.0
+    a = [1] * 50 + [0] * 50
+    b = [1] * 60 + [0] * 40  # B also right on 10 items A gets wrong: +0.10, discordant in one direction
+    diff, low, high = stats.paired_bootstrap(a, b)
+    # sd of the per-item differences is 0.3015; the percentile interval is near +-1.96 * 0.3015 / 10
+    assert diff == pytest.approx(0.1) and low == pytest.approx(0.04, abs=0.015) and high == pytest.approx(0.16, abs=0.015)
+
+
+def make_run(root: Path, method: str, seed: int, correct: list[bool], prompt: str = "mc#1") -> None:
+    run_id = f"m__{method}__arc_e__s{seed}__{prompt[-1]}"
+    folder = records.run_dir(root, run_id)
+    ev = {"task": "arc_e", "phase": "after", "metrics": [{"name": "acc", "value": sum(correct) / len(correct),
+                                                         "stderr": 0.1, "n": len(correct)}],
+          "protocol": "likelihood", "backend": "native", "prompt": prompt, "shots": 0, "data_sha256": "d"}
+    cfg = {"model": "m", "method": method, "method_config": {}, "train_tasks": ["arc_e"], "eval_tasks": ["arc_e"],
+           "seed": seed, "train": {"eval_limit": len(correct)}, "protocol": "likelihood", "backend": "native"}
+    records.atomic_write_json(folder / "run.json", {"run_id": run_id, "status": "ok", "config": cfg, "evals": [ev]})
+    records.atomic_write_jsonl(records.samples_path(folder, "after", "arc_e"),
+                               [{"id": f"test-{i}", "correct": c} for i, c in enumerate(correct)])
+
+
+def test_compare_pairs_items_and_seeds(tmp_path, capsys):
+    for seed in (0, 1):
+        make_run(tmp_path, "lora", seed, [True] * 10 + [False] * 30)
+        make_run(tmp_path, "losia", seed, [True] * 10 + [True] * 12 + [False] * 18)
+    (row,) = stats.compare_methods(tmp_path, "lora", "losia")
+    assert (row.items, row.seeds, row.discordant) == (40, [0, 1], (0, 24))
+    assert row.diff == pytest.approx(12 / 40) and row.a.mean == pytest.approx(0.25) and row.a.std == 0.0
+    assert row.p_value == pytest.approx(2 / 2**24) and row.significant and row.low > 0
+    assert cli.main(["compare", str(tmp_path), "--methods", "lora,losia"]) == 0
+    out = capsys.readouterr().out
+    assert "arc_e" in out and "+30.0" in out and "yes" in out
+
+
+def test_compare_refuses_differently_measured_runs(tmp_path):
+    make_run(tmp_path, "lora", 0, [True, False])
+    make_run(tmp_path, "losia", 0, [True, True], prompt="llm-adapters#2")
+    with pytest.raises(ReportError, match="evaluated differently"):
+        stats.compare_methods(tmp_path, "lora", "losia")
+    with pytest.raises(ReportError, match="no finished runs of 'dora'"):
+        stats.compare_methods(tmp_path, "lora", "dora")
+    assert not math.isnan(json.loads((records.run_dir(tmp_path, "m__lora__arc_e__s0__1") / "run.json").read_text())
+                          ["evals"][0]["metrics"][0]["value"])
