@@ -215,7 +215,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
 
     done = len(record.get("stages", []))
     if done:
-        adapted.model.load_state_dict(torch.load(folder / "checkpoint.pt", map_location=device))
+        adapted.load_state_dict(torch.load(folder / "checkpoint.pt", map_location=device))
     results: list[TrainResult] = []
     probe = MemoryProbe(device)
     tc = cfg.train
@@ -270,7 +270,7 @@ def validation_items(cfg: RunConfig, task_name: str) -> list[Any]:
 def _checkpoint(adapted: Adapted, folder: Path) -> None:
     """Model state after a finished stage (adapters, subnet indices, weights), written atomically."""
     tmp = folder / ".checkpoint.pt.tmp"
-    torch.save(adapted.model.state_dict(), tmp)
+    torch.save(adapted.state_dict(), tmp)
     tmp.replace(folder / "checkpoint.pt")
 
 

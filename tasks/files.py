@@ -187,6 +187,5 @@ def make_task(spec: str) -> Task:
         answer_type=answer_type,  # type: ignore[arg-type]
         protocols=("likelihood", "generate") if likelihood_ok else ("generate",),
         max_new_tokens=int(config.get("max_new_tokens") or (256 if answer_type == "number" else 32)),
-        extra={"n_choices": "number" if answer_type == "number" else str(len(vocabulary)),
-               "train_source": "train.json" if train_path else "none"},
+        extra={"n_choices": str(len(vocabulary)), "train_source": "train.json" if train_path else "none"},
     )

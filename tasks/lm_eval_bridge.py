@@ -247,11 +247,12 @@ def _load_named(name: str) -> TaskData:
     if name not in manager.all_tasks:
         close = difflib.get_close_matches(name, manager.all_tasks, n=5)
         raise UnknownTask(f"lm-evaluation-harness has no task {name!r}" + (f"; close: {', '.join(close)}" if close else ""))
-    yaml_path = manager.task_index[name].get("yaml_path")
-    if isinstance(yaml_path, (str, Path)) and Path(yaml_path).is_file():
+    entry = manager.task_index[name]
+    yaml_path = getattr(entry, "yaml_path", None)
+    if yaml_path is not None and Path(yaml_path).is_file():
         digest = sources.sha256(Path(yaml_path))
-    else:  # groups and python-defined tasks have no single file
-        digest = hashlib.sha256(json.dumps(manager.task_index[name], default=str, sort_keys=True).encode()).hexdigest()
+    else:  # generated and python-only entries have no file: hash what the index knows
+        digest = hashlib.sha256(repr(entry).encode()).hexdigest()
     note = (f"lm-evaluation-harness {lm_eval.__version__} task {name}: its own data and splits (loaded by "
             f"lm-eval at evaluation; needs that data on this machine)")
     return TaskData([], [], f"lm-eval:{name}", {f"lm-eval:{name}": digest}, note)

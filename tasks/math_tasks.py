@@ -194,7 +194,7 @@ def make_task(name: str) -> Task:
         answer_type="number",
         protocols=("generate",),
         max_new_tokens=MAX_NEW_TOKENS,
-        extra={"n_choices": "number", "train_source": POOL_NOTE},
+        extra={"train_source": "gsm8k+math_data"},
     )
 
 

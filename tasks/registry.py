@@ -119,7 +119,7 @@ def describe() -> list[str]:
     """
     lines = []
     for t in _all().values():
-        choices = f"{t.extra.get('n_choices', '?')} choices"
+        choices = "numeric answer" if t.answer_type == "number" else f"{t.extra.get('n_choices', '?')} choices"
         train = f"train: {t.extra.get('train_source', '?')}"
         lines.append(f"{t.name:<11} {t.family:<12} {choices:<24} {train:<24} {t.description}")
     lines.append("suites: " + "; ".join(f"{s} = {','.join(m)}" for s, m in SUITES.items()))

@@ -118,3 +118,22 @@ def test_refusals():
                  format_requests=lambda ex: [("a", " x"), ("b", " y"), ("b", " z")])
     with pytest.raises(protocols.ProtocolError, match="multiple_choice cannot"):
         lm_eval_bridge.likelihood_docs(mixed, [Example("0", "q", ("x", "y", "z"), 0)])
+
+
+def test_named_lm_eval_task_runs_offline(tiny, items, tmp_path, monkeypatch):
+    """``lm-eval:NAME`` goes through lm-eval's own task index; here one holding an exported task."""
+    from lm_eval.tasks import TaskManager
+
+    model, tok = tiny
+    name, folder = lm_eval_bridge.export(registry.get("arc_e"), items["arc_e"], "likelihood", settings(tmp_path),
+                                         tmp_path)
+    monkeypatch.setattr(lm_eval_bridge, "_task_manager",
+                        lambda: TaskManager(include_path=str(folder), include_defaults=False))
+    task = lm_eval_bridge.make_task(name)
+    data = task.load()
+    assert data.test == [] and list(data.checksums) == [f"lm-eval:{name}"]
+    ev = protocols.evaluate("lm-eval", "likelihood", model, tok, task, [], settings(tmp_path, limit=2))
+    assert [m["name"] for m in ev.metrics] == ["acc", "acc_norm"] and ev.metrics[0]["n"] == 2
+    assert ev.protocol == "likelihood" and ev.prompt.startswith(f"lm-eval:{name}#") and len(ev.samples) == 2
+    with pytest.raises(registry.UnknownTask, match="no task 'nosuch'"):
+        lm_eval_bridge.make_task("nosuch").load()

@@ -284,3 +284,15 @@ def test_chance_for_variable_choices(monkeypatch):
     chance = registry.get("arc_c").chance
     assert chance == pytest.approx(sum(1 / len(ex.choices) for ex in data.test) / len(data.test))
     assert 0.24 < chance < 0.26
+
+
+def test_malformed_commonsense_file_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch):
+    from harness import cli
+
+    path = write(tmp_path, PIQA_REL, json.dumps([piqa_record("g", "a", "b", "solution1"), {"instruction": "x"}]))
+    monkeypatch.setattr(sources.DataSource, "checked", lambda self, rel: (self.root / rel, "unpinned"))
+    monkeypatch.setenv(sources.DATA_ENV, str(tmp_path))
+    for command in (["eval"], ["run", "--methods", "lora", "--executor", "inline"]):
+        assert cli.main([*command, "--model", "tiny-llama", "--tasks", "piqa", "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"{path}: record 1: missing or non-text field" in err
