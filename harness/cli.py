@@ -423,16 +423,18 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from harness.perf import PerfConfig, format_table, measure, write_json
     from methods import registry
 
-    # setup: explicit options, else the baseline's own setup when checking, else PerfConfig's defaults
+    # setup: explicit options, else the baseline's own setup when checking or re-recording an
+    # existing baseline, else PerfConfig's defaults
     fields = {"methods": "methods", "shape": "shape", "batch_size": "batch_size", "seq_len": "seq_len",
               "rounds": "rounds", "steps_per_round": "steps_per_round", "warmup": "warmup_steps"}
     setup = dataclasses.asdict(PerfConfig())
-    if args.check and not args.update:
-        if not args.check.exists():
-            raise ConfigError(f"baseline {args.check} does not exist (record one with --check {args.check} --update)")
+    if args.check and not args.update and not args.check.exists():
+        raise ConfigError(f"baseline {args.check} does not exist (record one with --check {args.check} --update)")
+    if args.check and args.check.exists():
         from harness import perfcheck
 
         setup.update(perfcheck.load(args.check)["config"])
+        setup.pop("device", None)
     for arg, key in fields.items():
         value = getattr(args, arg)
         if value is not None:

@@ -85,3 +85,7 @@ def test_cli_check_update_and_summary(tmp_path, monkeypatch):
     assert code in (0, 1) and "bench perf --check" in summary.read_text()
     assert json.loads((tmp_path / "now.json").read_text())["config"]["seq_len"] == 32  # the baseline's setup
     assert cli.main(["perf", "--check", str(tmp_path / "missing.json"), "--no-progress"]) == 2
+    # re-recording an existing baseline keeps its setup unless options say otherwise
+    assert cli.main(["perf", "--check", str(path), "--update", "--no-progress", "--rounds", "2"]) == 0
+    config = json.loads(path.read_text())["config"]
+    assert (config["shape"], config["seq_len"], config["methods"], config["rounds"]) == ("tiny", 32, ["lora"], 2)
