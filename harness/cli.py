@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
     perf.add_argument("--steps-per-round", type=int, default=None, help="default 3")
     perf.add_argument("--warmup", type=int, default=None, help="untimed steps per method before the rounds (default 2)")
+    perf.add_argument("--start-step", type=int, default=None,
+                      help="step index the steps start from, so step-dependent schedules are timed at that point "
+                           "of a run (e.g. with losia-pro.sync=true and a start past the first period, no layer "
+                           "is in its profiling window); default 0")
     perf.add_argument("--set", dest="sets", action="append", default=None, metavar="KEY=VALUE",
                       help="method or trainer override, as for bench run (e.g. lora.r=32, losia-pro.period=10)")
     perf.add_argument("--device", default="auto")
@@ -426,7 +430,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
     # setup: explicit options, else the baseline's own setup when checking or re-recording an
     # existing baseline, else PerfConfig's defaults
     fields = {"methods": "methods", "shape": "shape", "batch_size": "batch_size", "seq_len": "seq_len",
-              "rounds": "rounds", "steps_per_round": "steps_per_round", "warmup": "warmup_steps"}
+              "rounds": "rounds", "steps_per_round": "steps_per_round", "warmup": "warmup_steps",
+              "start_step": "start_step"}
     setup = dataclasses.asdict(PerfConfig())
     if args.check and not args.update and not args.check.exists():
         raise ConfigError(f"baseline {args.check} does not exist (record one with --check {args.check} --update)")

@@ -40,6 +40,7 @@ class PerfConfig:
     rounds: int = 5
     steps_per_round: int = 3
     warmup_steps: int = 2
+    start_step: int = 0  # step index the untimed warm-up starts from (schedules see a run at that point)
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     seed: int = 0
@@ -49,9 +50,9 @@ class Contender:
     """One timed thing: a method's adapted model, or the frozen floor."""
 
     def __init__(self, name: str, step_fn: Callable[[int, dict[str, int] | None], None], model: nn.Module,
-                 trainable: int, tokens: int) -> None:
+                 trainable: int, tokens: int, start_step: int = 0) -> None:
         self.name, self.step_fn, self.model, self.trainable, self.tokens = name, step_fn, model, trainable, tokens
-        self.step = 0
+        self.step = start_step
         self.round_times: list[list[float]] = []
         self.profile: dict[str, int] = {}
 
@@ -107,7 +108,8 @@ def _method(name: str, cfg: PerfConfig, shape: dict[str, Any], device: torch.dev
     def step(i: int, profile: dict[str, int] | None) -> None:
         optimizer_step(adapted, [batch], i, ctx.grad_clip, autocast, profile)
 
-    return Contender(name, step, adapted.model, adapted.trainable_params(), batch["attention_mask"].numel())
+    return Contender(name, step, adapted.model, adapted.trainable_params(), batch["attention_mask"].numel(),
+                     cfg.start_step)
 
 
 def _spread(values: list[float]) -> float:

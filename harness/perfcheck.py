@@ -38,9 +38,9 @@ class Finding:
 
 
 def _same_setup(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = ("shape", "batch_size", "seq_len")
-    return [f"{k}: baseline {base['config'][k]} vs now {new['config'][k]}"
-            for k in keys if base["config"].get(k) != new["config"].get(k)]
+    keys = {"shape": None, "batch_size": None, "seq_len": None, "start_step": 0}  # key -> value when absent
+    return [f"{k}: baseline {base['config'].get(k, d)} vs now {new['config'].get(k, d)}"
+            for k, d in keys.items() if base["config"].get(k, d) != new["config"].get(k, d)]
 
 
 def compare(baseline: dict[str, Any], measured: dict[str, Any]) -> tuple[list[Finding], list[str]]:
