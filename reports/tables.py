@@ -73,7 +73,11 @@ class Table:
 
 
 def fixed(digits: int) -> Format:
-    return lambda v: f"{v:.{digits}f}"
+    """``digits`` decimals; a value that rounds to zero prints without a sign (no "-0.0")."""
+    def fmt(v: float) -> str:
+        text = f"{v:.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
+    return fmt
 
 
 def human_count(v: float) -> str:
@@ -349,6 +353,12 @@ def forgetting_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
                       title="Forgetting on retention tasks (accuracy before − after, points; positive = lost)",
                       allow_mixed=allow_mixed)
         tables.append(table)
+    matrices = sequential_matrices(res.df)
+    if not matrices.empty:
+        tables.append(pivot(matrices, ["model", "label", "phase"], "task", name="sequential_matrix",
+                            title="Sequential accuracy matrix (acc after each stage, points; rows = stages in "
+                                  "training order)", headers={**TASK_HEADERS, "phase": "After"}, better=None,
+                            allow_mixed=allow_mixed))
     seq = sequential_data(res.df)
     if not seq.empty:
         tables.append(pivot(_sort_rows(seq), ["model", "label"], "metric", name="sequential",
@@ -375,6 +385,20 @@ def sequential_matrix(df: pd.DataFrame, run_id: str) -> pd.DataFrame:
     matrix = acc.pivot_table(index="phase", columns="task", values="value", aggfunc="mean")
     matrix = matrix.loc[sorted(matrix.index, key=stage_number)]
     return matrix[order + sorted(set(matrix.columns) - set(order))]
+
+
+def sequential_matrices(df: pd.DataFrame) -> pd.DataFrame:
+    """Tidy rows of every sequential run's accuracy matrix, stages in order, tasks in training order."""
+    staged = df[(df.metric == "acc") & df.phase.map(stage_number).notna()]
+    if staged.empty:
+        return staged
+    parts = []
+    for _, g in _sort_rows(staged).groupby("run_id", sort=False):
+        order = {t: i for i, t in enumerate(str(g.train_tasks.iloc[0]).split("+"))}
+        g = g.assign(_stage=g.phase.map(stage_number), _task=g.task.map(lambda t: order.get(t, len(order))))
+        parts.append(g.sort_values(["_stage", "_task"], kind="stable").drop(columns=["_stage", "_task"]))
+    out = pd.concat(parts)
+    return out.assign(value=out.value * 100)
 
 
 def sequential_data(df: pd.DataFrame) -> pd.DataFrame:

@@ -217,6 +217,12 @@ def test_forgetting_and_sequential_tables(tmp_path: Path, results: Path) -> None
     assert lora.cells["final_acc"].mean == pytest.approx(60.0)  # (0.5 + 0.6 + 0.7) / 3
     assert lora.cells["bwt"].mean == pytest.approx(-15.0)  # ((0.5 - 0.7) + (0.6 - 0.7)) / 2
     assert losia.cells["bwt"].best and losia.cells["forgetting_mean"].mean == pytest.approx(4.5)
+    matrix = _table(tables, "sequential_matrix")
+    assert matrix.columns == ["boolq", "piqa", "arc_e"]  # training order, not alphabetical
+    lora_rows = [r for r in matrix.rows if r.keys[1].startswith("lora")]
+    assert [r.keys[2] for r in lora_rows] == ["stage-1", "stage-2", "stage-3"]
+    assert [lora_rows[2].cells[t].mean for t in ("boolq", "piqa", "arc_e")] == pytest.approx([50.0, 60.0, 70.0])
+    assert lora_rows[0].cells["piqa"].mean == pytest.approx(50.0)  # not trained yet
 
 
 def test_recorded_bwt_wins(tmp_path: Path) -> None:
