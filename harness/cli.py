@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])
     if getattr(args, "data_dir", None):
         os.environ["PEFT_BENCH_DATA"] = str(args.data_dir.resolve())
+    if getattr(args, "no_progress", False):  # also transformers' weight-loading bars, here and in workers
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         return int(args.func(args) or 0)
     except _user_errors() as err:
