@@ -17,11 +17,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.config import ConfigError
     from harness.models import ModelError
     from methods.registry import UnknownMethod
+    from reports.load import ReportError
     from tasks.protocols import ProtocolError
     from tasks.registry import UnknownTask
     from tasks.sources import DataError
 
-    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError)
+    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError, ReportError)
 
 
 def _csv(text: str) -> list[str]:

@@ -137,20 +137,30 @@ def compare_methods(results: Path, a: str, b: str, task: str | None = None, phas
     out = []
     for name in tasks:
         per_seed: dict[int, tuple[dict[str, dict], dict[str, dict]]] = {}
+        trained_on: dict[int, object] = {}
         setting = None
         for ra in runs[a]:
-            rb = next((r for r in runs[b] if r.config.get("seed") == ra.config.get("seed")), None)
-            got = [_evaluation(r, name, phase) for r in (ra, rb)] if rb else [None]
-            if None in got:
+            # the partner: same seed and same training tasks (with --per-task each task has its own run)
+            partners = [r for r in runs[b] if r.config.get("seed") == ra.config.get("seed")
+                        and r.config.get("train_tasks") == ra.config.get("train_tasks")]
+            got = [_evaluation(r, name, phase) for r in (ra, *partners[:1])]
+            if len(got) < 2 or None in got:
                 continue
             (ea, sa), (eb, sb) = got  # type: ignore[misc]
+            rb = partners[0]
+            seed = int(ra.config.get("seed", 0))
+            if seed in per_seed and trained_on[seed] != ra.config.get("train_tasks"):
+                raise ReportError(f"{name}: several runs of {a} with seed {seed} evaluate it (trained on "
+                                  f"{trained_on[seed]} and {ra.config.get('train_tasks')}); compare one setting "
+                                  f"per results folder")
+            trained_on[seed] = ra.config.get("train_tasks")
             how = [tuple(str(e.get(f)) for f in MEASURED_BY) + (str(r.config["train"]["eval_limit"]),)
                    for e, r in ((ea, ra), (eb, rb))]
             if how[0] != how[1] or (setting is not None and setting != how[0]):
                 raise ReportError(f"{name}: {a} and {b} were evaluated differently "
                                   f"({', '.join(MEASURED_BY)}, eval_limit: {how[0]} vs {how[1]}); not paired")
             setting = how[0]
-            per_seed[int(ra.config.get("seed", 0))] = (sa, sb)
+            per_seed[seed] = (sa, sb)
         if not per_seed:
             continue
         ids = sorted(set.intersection(*(set(sa) & set(sb) for sa, sb in per_seed.values())))

@@ -51,16 +51,17 @@ def test_paired_bootstrap():
     assert diff == pytest.approx(0.1) and low == pytest.approx(0.04, abs=0.015) and high == pytest.approx(0.16, abs=0.015)
 
 
-def make_run(root: Path, method: str, seed: int, correct: list[bool], prompt: str = "mc#1") -> None:
-    run_id = f"m__{method}__arc_e__s{seed}__{prompt[-1]}"
+def make_run(root: Path, method: str, seed: int, correct: list[bool], prompt: str = "mc#1",
+             task: str = "arc_e") -> None:
+    run_id = f"m__{method}__{task}__s{seed}__{prompt[-1]}"
     folder = records.run_dir(root, run_id)
-    ev = {"task": "arc_e", "phase": "after", "metrics": [{"name": "acc", "value": sum(correct) / len(correct),
+    ev = {"task": task, "phase": "after", "metrics": [{"name": "acc", "value": sum(correct) / len(correct),
                                                          "stderr": 0.1, "n": len(correct)}],
           "protocol": "likelihood", "backend": "native", "prompt": prompt, "shots": 0, "data_sha256": "d"}
-    cfg = {"model": "m", "method": method, "method_config": {}, "train_tasks": ["arc_e"], "eval_tasks": ["arc_e"],
+    cfg = {"model": "m", "method": method, "method_config": {}, "train_tasks": [task], "eval_tasks": [task],
            "seed": seed, "train": {"eval_limit": len(correct)}, "protocol": "likelihood", "backend": "native"}
     records.atomic_write_json(folder / "run.json", {"run_id": run_id, "status": "ok", "config": cfg, "evals": [ev]})
-    records.atomic_write_jsonl(records.samples_path(folder, "after", "arc_e"),
+    records.atomic_write_jsonl(records.samples_path(folder, "after", task),
                                [{"id": f"test-{i}", "correct": c} for i, c in enumerate(correct)])
 
 
@@ -75,6 +76,19 @@ def test_compare_pairs_items_and_seeds(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path), "--methods", "lora,losia"]) == 0
     out = capsys.readouterr().out
     assert "arc_e" in out and "+30.0" in out and "yes" in out
+
+
+def test_compare_pairs_per_task_runs_by_their_training_task(tmp_path):
+    """With --per-task each (method, seed) has one run per task: each task pairs its own runs."""
+    for seed in (0, 1):
+        make_run(tmp_path, "lora", seed, [True] * 5 + [False] * 5, task="arc_e")
+        make_run(tmp_path, "lora", seed, [False] * 10, task="obqa")
+        make_run(tmp_path, "losia", seed, [True] * 10, task="arc_e")
+        make_run(tmp_path, "losia", seed, [True] * 2 + [False] * 8, task="obqa")
+    rows = {r.task: r for r in stats.compare_methods(tmp_path, "lora", "losia")}
+    assert sorted(rows) == ["arc_e", "obqa"]
+    assert rows["arc_e"].diff == pytest.approx(0.5) and rows["obqa"].diff == pytest.approx(0.2)
+    assert rows["obqa"].seeds == [0, 1] and rows["obqa"].discordant == (0, 4)
 
 
 def test_compare_refuses_differently_measured_runs(tmp_path):
