@@ -408,7 +408,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         first = m.get("acc") or next(iter(m.values()))
         chance = f"{r['chance']:.3f}" if r.get("chance") is not None else "-"
         norm = f"{m['acc_norm']['value']:>9.3f}" if "acc_norm" in m else f"{'-':>9}"
-        print(f"{r['task'][-12:]:<12} {first['value']:>7.3f} {first['stderr'] or float('nan'):>7.3f} {norm} "
+        print(f"{r['task'][-12:]:<12} {first['value']:>7.3f} {float('nan') if first['stderr'] is None else first['stderr']:>7.3f} {norm} "
               f"{first['n'] or 0:>5} {chance:>7}  {r['protocol']}/{r['backend']}/{r['prompt']}")
     return 0
 
