@@ -32,7 +32,7 @@ TINY_LLAMA_CONFIG: dict[str, Any] = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
     num_key_value_heads=2,
-    max_position_embeddings=256,
+    max_position_embeddings=2048,  # byte tokens: the longest commonsense item (PIQA) is ~1,100
     tie_word_embeddings=False,
 )
 
@@ -182,9 +182,11 @@ def smollm2_dir() -> Path:
 def load_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[nn.Module, Any]:
     """Return ``(model, tokenizer)`` for a registry name, hub id or local folder."""
     if name == "tiny-llama":
-        return build_llama(TINY_LLAMA_CONFIG, seed=seed, dtype=dtype), ByteTokenizer(TINY_LLAMA_CONFIG["vocab_size"])
+        return (build_llama(TINY_LLAMA_CONFIG, seed=seed, dtype=dtype),
+                ByteTokenizer(TINY_LLAMA_CONFIG["vocab_size"], TINY_LLAMA_CONFIG["max_position_embeddings"]))
     if name == "smollm2-shapes":
-        return build_llama(SMOLLM2_SHAPES, seed=seed, dtype=dtype), ByteTokenizer(SMOLLM2_SHAPES["vocab_size"])
+        return (build_llama(SMOLLM2_SHAPES, seed=seed, dtype=dtype),
+                ByteTokenizer(SMOLLM2_SHAPES["vocab_size"], SMOLLM2_SHAPES["max_position_embeddings"]))
     path = smollm2_dir() if name == "smollm2-135m" else name
     return _load_pretrained(str(path), dtype)
 

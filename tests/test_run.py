@@ -91,3 +91,16 @@ def test_worker_process_executor(tmp_path):
     assert cli.main([*argv, "--out", str(tmp_path), "--methods", "lora", "--max-steps", "2"]) == 0
     rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
     assert rec["status"] == "ok" and rec["costs"]["peak_rss_bytes"][0] > 0
+
+
+def test_readme_tiny_command_with_default_retention(tmp_path):
+    """The README's first check (arc_e on tiny-llama) with its default retention set: every other
+    commonsense task is scored before and after, so each must fit the tiny model's context."""
+    argv = ["run", "--methods", "lora", "--tasks", "arc_e", "--model", "tiny-llama", "--max-steps", "2",
+            "--eval-limit", "20", "--out", str(tmp_path), "--executor", "inline", "--no-progress"]
+    assert cli.main(argv) == 0
+    df = pd.read_csv(tmp_path / "results.csv")
+    retention = {"boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_c", "obqa"}
+    acc = df[df.metric == "acc"]
+    assert set(acc.task) == retention | {"arc_e"} and set(acc.phase) == {"before", "after"}
+    assert retention <= set(df[df.metric == "forgetting"].task)

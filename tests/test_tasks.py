@@ -296,3 +296,14 @@ def test_malformed_commonsense_file_through_the_cli_is_one_line(tmp_path, capsys
         assert cli.main([*command, "--model", "tiny-llama", "--tasks", "piqa", "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and f"{path}: record 1: missing or non-text field" in err
+
+
+def test_tiny_model_context_fits_every_commonsense_request():
+    """tiny-llama scores with byte tokens: its context must hold the longest request of any task."""
+    from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer
+
+    tok = ByteTokenizer(TINY_LLAMA_CONFIG["vocab_size"], TINY_LLAMA_CONFIG["max_position_embeddings"])
+    for name in registry.expand("commonsense"):
+        task, data = registry.get(name), registry.load(name)
+        longest = max(len(tok(p + c)["input_ids"]) for ex in data.test for p, c in task.requests(ex))
+        assert longest <= tok.model_max_length, (name, longest)
