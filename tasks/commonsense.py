@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tasks import hub, sources
+from tasks import hub, llm_adapters, sources
 from tasks.base import Example, Task, TaskData
 from tasks.sources import DataError, DataSource
 from tasks.splits import carve
@@ -113,11 +113,7 @@ def parse_instruction(instruction: str, header: str) -> tuple[str, tuple[str, ..
 
 def parse_record(spec: Spec, rec: Any, ex_id: str) -> Example:
     """One LLM-Adapters record -> Example; ValueError says what is wrong with it."""
-    if not isinstance(rec, dict):
-        raise ValueError(f"record is a {type(rec).__name__}, not an object")
-    for key in ("instruction", "output", "answer"):
-        if not isinstance(rec.get(key), str):
-            raise ValueError(f"missing or non-text field {key!r}")
+    llm_adapters.check_record(rec)
     question, options, labels = parse_instruction(rec["instruction"], spec.header)
     if rec["answer"] not in labels:
         raise ValueError(f"answer {rec['answer']!r} is not among the choices {labels}")

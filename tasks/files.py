@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks import sources
+from tasks import llm_adapters, sources
 from tasks.base import Example, Task, TaskData
 from tasks.commonsense import SPECS, parse_instruction
 from tasks.hub import HELLASWAG_HEADER
@@ -58,13 +58,10 @@ def _read_records(path: Path) -> list[dict[str, str]]:
     if not isinstance(records, list) or not records:
         raise DataError(f"{path}: expected a non-empty JSON list of records")
     for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise DataError(f"{path}: record {i}: a {type(rec).__name__}, not an object")
-        for key in ("instruction", "output", "answer"):
-            if not isinstance(rec.get(key), str):
-                raise DataError(f"{path}: record {i}: missing or non-text field {key!r}")
-        if not isinstance(rec.get("input", ""), str):
-            raise DataError(f"{path}: record {i}: field 'input' is not text")
+        try:
+            llm_adapters.check_record(rec)
+        except ValueError as err:
+            raise DataError(f"{path}: record {i}: {err}") from None
     return records
 
 

@@ -46,6 +46,21 @@ MATH_TOLERANCE = 1e-3  # LLM-Adapters' ``miss``
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
 
 
+RECORD_FIELDS = ("instruction", "output", "answer")
+
+
+def check_record(rec: Any) -> dict[str, str]:
+    """An LLM-Adapters record ``{instruction, input, output, answer}`` with text fields, else ValueError."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"record is a {type(rec).__name__}, not an object")
+    for key in RECORD_FIELDS:
+        if not isinstance(rec.get(key), str):
+            raise ValueError(f"missing or non-text field {key!r}")
+    if not isinstance(rec.get("input", ""), str):
+        raise ValueError("field 'input' is not text")
+    return rec
+
+
 def eval_prompt(ex: Example) -> str:
     template = EVAL_TEMPLATE_INPUT if ex.input else EVAL_TEMPLATE
     return template.format(instruction=ex.instruction, input=ex.input)

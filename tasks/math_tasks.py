@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import sources
+from tasks import llm_adapters, sources
 from tasks.base import Example, Task, TaskData
 from tasks.llm_adapters import parse_number
 from tasks.sources import DataError, DataSource
@@ -87,11 +87,7 @@ def gsm8k_record(row: Any) -> dict[str, str]:
 
 def parse_record(rec: Any, ex_id: str, need_number: bool) -> Example:
     """One LLM-Adapters math record -> Example; ValueError says what is wrong with it."""
-    if not isinstance(rec, dict):
-        raise ValueError(f"record is a {type(rec).__name__}, not an object")
-    for key in ("instruction", "output", "answer"):
-        if not isinstance(rec.get(key), str):
-            raise ValueError(f"missing or non-text field {key!r}")
+    llm_adapters.check_record(rec)
     if not rec["instruction"].strip():
         raise ValueError("empty instruction")
     answer = rec["answer"].strip()
