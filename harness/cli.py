@@ -304,9 +304,10 @@ def _budget_line(plans: list[Any]) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness import records, sweep
-    from harness.models import model_info
+    from harness.models import check_model, model_info
 
     plans = plan_runs(args)
+    check_model(args.model)
     out: Path = args.out
     print(_budget_line(plans))
     note = model_info(args.model).note
@@ -451,6 +452,11 @@ def cmd_perf(args: argparse.Namespace) -> int:
             setup[key] = _csv(value) if arg == "methods" else value
     if args.sets is not None:
         setup["overrides"] = split_overrides(args.sets)
+    for key in ("batch_size", "seq_len", "rounds", "steps_per_round"):
+        if setup[key] < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {setup[key]}")
+    if setup["start_step"] < 0 or setup["warmup_steps"] < 0:
+        raise ConfigError("--start-step and --warmup must be >= 0")
     for name in setup["methods"]:
         registry.get(name)
     setup["methods"] = tuple(setup["methods"])

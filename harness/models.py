@@ -191,6 +191,29 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> 
     return _load_pretrained(str(path), dtype)
 
 
+def _load_error(name: str, err: Exception) -> ModelError:
+    return ModelError(
+        f"could not load model {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        f"Give a local folder, a hub id on a machine that can reach the hub, or a built-in name: "
+        f"{', '.join(REGISTRY)} (default: {DEFAULT_MODEL})")
+
+
+def check_model(name: str) -> None:
+    """Fail early, with the load error's message, on a model name that cannot be resolved.
+
+    Built-in names and local folders pass; a hub id must at least have a reachable config, so
+    ``bench run`` says so once instead of recording every run of the grid as failed.
+    """
+    if name in REGISTRY or Path(name).is_dir():
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+
+
 def _load_pretrained(path: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -198,12 +221,7 @@ def _load_pretrained(path: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     except (OSError, ValueError) as err:
-        known = ", ".join(REGISTRY)
-        raise ModelError(
-            f"could not load model {path!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            f"Give a local folder, a hub id on a machine that can reach the hub, or a built-in name: {known} "
-            f"(default: {DEFAULT_MODEL})"
-        ) from None
+        raise _load_error(path, err) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not tok.model_max_length or tok.model_max_length > 10**6:

@@ -92,3 +92,11 @@ def test_cli_check_update_and_summary(tmp_path, monkeypatch):
     assert cli.main(["perf", "--check", str(path), "--update", "--no-progress", "--rounds", "2"]) == 0
     config = json.loads(path.read_text())["config"]
     assert (config["shape"], config["seq_len"], config["methods"], config["rounds"]) == ("tiny", 32, ["lora"], 2)
+
+
+@pytest.mark.parametrize("args, needle", [(["--start-step", "-1"], "--start-step"), (["--rounds", "0"], "--rounds"),
+                                          (["--methods", "nosuch"], "unknown method 'nosuch'")])
+def test_bad_perf_options_are_one_line(args, needle, capsys):
+    assert cli.main(["perf", "--shape", "tiny", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err

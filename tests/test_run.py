@@ -74,13 +74,17 @@ def test_nan_loss_is_a_failed_run(tmp_path):
     (["--methods", "lora", "--set", "nosuch=1"], "valid: "),
     (["--methods", "lora", "--set", "dora.r=1"], "not a method in this run"),
     (["--methods", "lora", "--tasks", "nosuch"], "valid"),
+    (["--methods", "lora", "--model", "nosuch-org/nosuch-model"], "built-in name: smollm2-135m"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, needle):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, needle):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an unknown hub id fails at once, without network retries
     argv = [*BASE, "--out", str(tmp_path), *args]
-    if "--tasks" in args:
-        i = argv.index("--tasks")
-        del argv[i:i + 2]
+    for option in ("--tasks", "--model"):
+        if option in args:
+            i = argv.index(option)
+            del argv[i:i + 2]
     assert cli.main(argv) == 2
+    assert not (tmp_path / "runs").exists()  # refused before any run was started
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and needle in err and "Traceback" not in err
 
