@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--check", type=Path, default=None, metavar="BASELINE.json",
                       help="compare with a baseline; exit 1 when a method regresses beyond tolerance")
     perf.add_argument("--update", action="store_true", help="with --check: rewrite the baseline with this measurement")
+    perf.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                      help="after the timed rounds, profile STEPS more steps of each method (untimed) and "
+                           "print the ops that add most time over the floor")
     perf.add_argument("--no-progress", action="store_true")
     perf.set_defaults(func=cmd_perf)
 
@@ -430,7 +433,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_perf(args: argparse.Namespace) -> int:
     from harness.config import ConfigError, split_overrides
     from harness.environment import pick_device
-    from harness.perf import PerfConfig, format_table, measure, write_json
+    from harness.opprofile import format_breakdown
+    from harness.perf import FLOOR, PerfConfig, format_table, measure, write_json
     from methods import registry
 
     # setup: explicit options, else the baseline's own setup when checking or re-recording an
@@ -455,15 +459,17 @@ def cmd_perf(args: argparse.Namespace) -> int:
     for key in ("batch_size", "seq_len", "rounds", "steps_per_round"):
         if setup[key] < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {setup[key]}")
-    if setup["start_step"] < 0 or setup["warmup_steps"] < 0:
-        raise ConfigError("--start-step and --warmup must be >= 0")
+    if setup["start_step"] < 0 or setup["warmup_steps"] < 0 or args.profile < 0:
+        raise ConfigError("--start-step, --warmup and --profile must be >= 0")
     for name in setup["methods"]:
         registry.get(name)
     setup["methods"] = tuple(setup["methods"])
     setup["device"] = str(pick_device(args.device))
     cfg = PerfConfig(**setup)
-    result = measure(cfg, progress=not args.no_progress)
+    result = measure(cfg, progress=not args.no_progress, profile_steps=args.profile)
     print(format_table(result))
+    if "op_profile" in result:
+        print(format_breakdown(result["op_profile"]["ops"], FLOOR))
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from harness.config import TrainConfig, build_configs
 from harness.measure import SavedTensorBytes, StepClock, count_flops, percentile, total_params
 from harness.models import SMOLLM2_SHAPES, TINY_LLAMA_CONFIG, build_llama
+from harness.opprofile import profile_ops
 from harness.trainer import autocast_for, optimizer_step
 from methods import registry
 from methods.base import TrainContext
@@ -117,7 +118,8 @@ def _spread(values: list[float]) -> float:
     return (percentile(values, 90) - percentile(values, 10)) / 2 if len(values) > 1 else 0.0
 
 
-def measure(cfg: PerfConfig, progress: bool = True) -> dict[str, Any]:
+def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> dict[str, Any]:
+    """Time every contender; with ``profile_steps``, profile that many more (untimed) steps each."""
     device = torch.device(cfg.device)
     shape = SHAPES[cfg.shape]
     batch = _batch(cfg, shape["vocab_size"], device)
@@ -133,6 +135,9 @@ def measure(cfg: PerfConfig, progress: bool = True) -> dict[str, Any]:
         order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
         for c in order:
             c.round_times.append(c.run(cfg.steps_per_round, clock))
+    op_profiles: dict[str, dict[str, dict[str, float]]] = {}
+    for c in tqdm(contenders if profile_steps else [], desc="profiling", disable=not progress, dynamic_ncols=True):
+        op_profiles[c.name] = profile_ops(lambda c=c: c.run(profile_steps, clock), profile_steps, device)
     floor = contenders[0]
     base_params = total_params(floor.model)
     rows: dict[str, dict[str, Any]] = {}
@@ -167,8 +172,11 @@ def measure(cfg: PerfConfig, progress: bool = True) -> dict[str, Any]:
             rows[c.name]["ratio_to_lora_mean"] = rows[c.name]["step_time_mean_s"] / lora_mean
     from harness.environment import describe_device
 
-    return {"config": dataclasses.asdict(cfg), "device": describe_device(device), "torch": torch.__version__,
-            "methods": rows}
+    result = {"config": dataclasses.asdict(cfg), "device": describe_device(device), "torch": torch.__version__,
+              "methods": rows}
+    if op_profiles:
+        result["op_profile"] = {"steps": profile_steps, "ops": op_profiles}
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
