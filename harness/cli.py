@@ -391,6 +391,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from harness.config import ConfigError, TrainConfig, apply_to_dataclass, split_overrides
     from harness.driver import eval_only
     from harness.environment import pick_device
+    from harness.models import check_model
     from tasks import registry as tasks
 
     train = TrainConfig()
@@ -404,6 +405,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("bench eval needs --tasks (task names or a suite such as commonsense)")
     names = tasks.expand(args.tasks)
     protocol = _check_tasks(names, (), args.protocol, args.eval_backend)
+    check_model(args.model)
     rows = eval_only(args.model, names, train, args.out, pick_device(args.device), not args.no_progress,
                      protocol, args.eval_backend)
     print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")

@@ -174,7 +174,13 @@ def apply_to_dataclass(obj: Any, key: str, value: Any, where: str) -> None:
     if key not in valid:
         raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid)}")
     current = getattr(obj, key)
-    setattr(obj, key, parse_value(value, current) if isinstance(value, str) else value)
+    if not isinstance(value, str):
+        setattr(obj, key, value)
+        return
+    try:
+        setattr(obj, key, parse_value(value, current))
+    except ConfigError as err:
+        raise ConfigError(f"{key!r} of {where}: {err} (default: {current!r})") from None
 
 
 def build_configs(

@@ -206,12 +206,19 @@ def check_model(name: str) -> None:
     """
     if name in REGISTRY or Path(name).is_dir():
         return
+    import logging
+
     from transformers import AutoConfig
 
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would come before our one-line error
     try:
         AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def _load_pretrained(path: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:

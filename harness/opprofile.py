@@ -51,7 +51,7 @@ def format_breakdown(profiles: dict[str, dict[str, dict[str, float]]], floor: st
         head = ["op", "+ms/step", "ms/step", "calls/step", "floor calls"]
         body = [[op[:48], f"{d:+.1f}", f"{ms:.1f}", f"{c:.0f}", f"{fc:.0f}"] for d, op, c, fc, ms in rows[:top]]
         widths = [max(len(x) for x in col) for col in zip(head, *body)]
-        fmt = lambda r: "  " + "  ".join(x.ljust(widths[0]) if i == 0 else x.rjust(w)  # noqa: E731
+        fmt = lambda r: "  " + "  ".join(x.ljust(w) if i == 0 else x.rjust(w)  # noqa: E731
                                          for i, (x, w) in enumerate(zip(r, widths)))
         lines += [fmt(head), *(fmt(r) for r in body)]
     return "\n".join(lines)

@@ -175,7 +175,9 @@ def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> d
     result = {"config": dataclasses.asdict(cfg), "device": describe_device(device), "torch": torch.__version__,
               "methods": rows}
     if op_profiles:
-        result["op_profile"] = {"steps": profile_steps, "ops": op_profiles}
+        result["op_profile"] = {"steps": profile_steps, "ops": op_profiles,
+                                "what": "profiler self time (ms) and calls per step, from untimed steps run "
+                                        "after the timed rounds; a diagnostic, not a step time"}
     return result
 
 

@@ -143,11 +143,13 @@ def compare_methods(results: Path, a: str, b: str, task: str | None = None, phas
             # the partner: same seed and same training tasks (with --per-task each task has its own run)
             partners = [r for r in runs[b] if r.config.get("seed") == ra.config.get("seed")
                         and r.config.get("train_tasks") == ra.config.get("train_tasks")]
-            got = [_evaluation(r, name, phase) for r in (ra, *partners[:1])]
-            if len(got) < 2 or None in got:
+            if not partners:
+                continue
+            rb = partners[0]
+            got = [_evaluation(r, name, phase) for r in (ra, rb)]
+            if None in got:
                 continue
             (ea, sa), (eb, sb) = got  # type: ignore[misc]
-            rb = partners[0]
             seed = int(ra.config.get("seed", 0))
             if seed in per_seed and trained_on[seed] != ra.config.get("train_tasks"):
                 raise ReportError(f"{name}: several runs of {a} with seed {seed} evaluate it (trained on "

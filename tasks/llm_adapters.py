@@ -49,7 +49,7 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
 RECORD_FIELDS = ("instruction", "output", "answer")
 
 
-def check_record(rec: Any) -> dict[str, str]:
+def check_record(rec: Any) -> None:
     """An LLM-Adapters record ``{instruction, input, output, answer}`` with text fields, else ValueError."""
     if not isinstance(rec, dict):
         raise ValueError(f"record is a {type(rec).__name__}, not an object")
@@ -58,7 +58,6 @@ def check_record(rec: Any) -> dict[str, str]:
             raise ValueError(f"missing or non-text field {key!r}")
     if not isinstance(rec.get("input", ""), str):
         raise ValueError("field 'input' is not text")
-    return rec
 
 
 def eval_prompt(ex: Example) -> str:

@@ -32,6 +32,14 @@ def test_unknown_keys_list_valid_ones():
         build_configs(spec, {"nosuch": "1"}, None, TrainConfig())
 
 
+def test_bad_values_name_the_key_and_its_default():
+    spec = registry.get("lora")
+    with pytest.raises(ConfigError, match=r"^'r' of method 'lora' \(--set\): expected a number, got 'abc' \(default: 32\)$"):
+        build_configs(spec, {"lora.r": "abc"}, None, TrainConfig())
+    with pytest.raises(ConfigError, match=r"^'grad_clip' of the trainer .*expected a number.*default: 1.0\)$"):
+        build_configs(spec, {"grad_clip": "high"}, None, TrainConfig())
+
+
 def test_preset_then_set_precedence():
     spec = registry.get("lora")
     _, train = build_configs(spec, {}, "paper", TrainConfig())

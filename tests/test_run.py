@@ -75,6 +75,7 @@ def test_nan_loss_is_a_failed_run(tmp_path):
     (["--methods", "lora", "--set", "dora.r=1"], "not a method in this run"),
     (["--methods", "lora", "--tasks", "nosuch"], "valid"),
     (["--methods", "lora", "--model", "nosuch-org/nosuch-model"], "built-in name: smollm2-135m"),
+    (["--methods", "lora", "--set", "lora.r=abc"], "'r' of method 'lora' (--set): expected a number"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, needle):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an unknown hub id fails at once, without network retries
@@ -108,3 +109,11 @@ def test_readme_tiny_command_with_default_retention(tmp_path):
     acc = df[df.metric == "acc"]
     assert set(acc.task) == retention | {"arc_e"} and set(acc.phase) == {"before", "after"}
     assert retention <= set(df[df.metric == "forgetting"].task)
+
+
+def test_eval_refuses_an_unresolvable_model_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = ["eval", "--model", "nosuch-org/nosuch-model", "--tasks", "arc_e", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "could not load model 'nosuch-org/nosuch-model'" in err
