@@ -5,7 +5,9 @@ SmolLM2-135M-Instruct. Its weights went through 4-bit quantisation, so results o
 the dequantised 4-bit weights, not the original bf16 release; ``ModelInfo.note`` says so and
 every run record carries the note. Dequantising takes ~20 s, so the converted fp32 model is
 cached once under ``$PEFT_BENCH_CACHE`` (default ``~/.cache/peft-bench``) and later loads are a
-plain ``from_pretrained`` of that folder.
+plain ``from_pretrained`` of that folder. Parallel sweeps on a fresh machine convert at the same
+time: a file lock beside the cache folder lets one process convert while the others wait and then
+reuse its folder.
 """
 from __future__ import annotations
 
@@ -161,11 +163,12 @@ def _convert_smollm2(target: Path) -> None:
         del model.config.quantization_config
     model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantised)"
     tok.model_max_length = MAX_LENGTH
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        if target.exists():  # a folder left without config.json (an interrupted copy by hand): not ours to keep
+            shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -173,9 +176,16 @@ def _convert_smollm2(target: Path) -> None:
 
 
 def smollm2_dir() -> Path:
+    """The converted fp32 folder, converting it first if no process has yet (one at a time)."""
+    from filelock import FileLock
+
     target = cache_dir() / "smollm2-135m-instruct-q4_1-fp32"
-    if not (target / "config.json").exists():
-        _convert_smollm2(target)
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "config.json").exists():  # else another process converted while we waited
+            _convert_smollm2(target)
     return target
 
 

@@ -11,16 +11,21 @@ but its RSS figures include whatever the process held before.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from typing import Any, Sequence
 
 from harness.config import RunConfig
 from harness.executors import ExecutorOptions, Finished, Job, run_resolved, settle
 
 
-PRELOAD = ["harness.driver", "peft", "transformers.models.llama.modeling_llama"]  # the built-in models are Llamas
+# the built-in models are Llamas; forkserver_init makes the fork server die with bench
+PRELOAD = ["harness.executors.forkserver_init", "harness.driver", "peft", "transformers.models.llama.modeling_llama"]
 
 
-def _worker(resolved: dict[str, Any], job: Job) -> None:
+def _worker(resolved: dict[str, Any], job: Job, bench_pid: int) -> None:
+    from harness.executors.lifeline import die_with_parent
+
+    die_with_parent(bench_pid)
     record = run_resolved(resolved, job)
     raise SystemExit(0 if record["status"] == "ok" else 3)
 
@@ -36,7 +41,7 @@ def run_local(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) ->
     else:
         context = mp.get_context("spawn")
     for cfg in plans:
-        proc = context.Process(target=_worker, args=(cfg.resolved(), job))
+        proc = context.Process(target=_worker, args=(cfg.resolved(), job, os.getpid()))
         proc.start()
         proc.join()
         code = proc.exitcode or 0
