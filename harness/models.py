@@ -148,12 +148,12 @@ def _smollm2_gguf() -> Path:
     return path
 
 
-def _convert_smollm2(target: Path) -> None:
-    """Dequantise the GGUF once and save a plain transformers folder (atomic rename)."""
+def _dequantised() -> tuple[Any, Any]:
+    """The GGUF model dequantised to fp32 and its tokenizer, ready for ``save_pretrained`` (~20 s)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _smollm2_gguf()
-    print(f"converting {gguf.name} to a cached fp32 copy in {target} (once, ~20 s)", flush=True)
+    print(f"converting {gguf.name} to a cached fp32 copy in {cache_dir()} (once, ~20 s)", flush=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a GGUF-loaded model until its quantizer traces are cleared
@@ -163,6 +163,12 @@ def _convert_smollm2(target: Path) -> None:
         del model.config.quantization_config
     model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantised)"
     tok.model_max_length = MAX_LENGTH
+    return model, tok
+
+
+def _convert_smollm2(target: Path) -> None:
+    """Dequantise the GGUF once and save a plain transformers folder (atomic rename)."""
+    model, tok = _dequantised()
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         model.save_pretrained(tmp)
