@@ -570,3 +570,44 @@ def test_missing_data_names_every_place_tried(tmp_path, capsys, monkeypatch):
     line = assert_one_line_error(code, err, "arc_e")
     for place in ("given", "cache", "hub"):
         assert place in line, line
+
+
+@pytest.fixture
+def upstream(tmp_path, monkeypatch):
+    """A local HTTP server standing in for the data's upstream repositories."""
+    import functools
+    import http.server
+    import threading
+
+    from tasks import download
+
+    root = tmp_path / "upstream"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setitem(download.SOURCES, "llm-adapters/", f"http://127.0.0.1:{server.server_port}/")
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(tmp_path / "cache"))
+    for key in download.OFFLINE_ENVS:
+        monkeypatch.delenv(key, raising=False)
+    yield root
+    server.shutdown()
+
+
+def test_download_is_checksummed_into_the_cache(upstream, tmp_path):
+    import hashlib
+
+    from tasks import download
+
+    (upstream / "dataset" / "x").mkdir(parents=True)
+    (upstream / "dataset" / "x" / "test.json").write_text("[1, 2, 3]")
+    good = hashlib.sha256(b"[1, 2, 3]").hexdigest()
+    path = download.fetch("llm-adapters/dataset/x/test.json", good, progress=False)
+    assert path.read_text() == "[1, 2, 3]" and path.is_relative_to(tmp_path / "cache")
+    path.unlink()
+    with pytest.raises(download.DownloadError, match="not the pinned"):
+        download.fetch("llm-adapters/dataset/x/test.json", "0" * 64, progress=False)
+    assert not [p for p in path.parent.iterdir() if not p.name.endswith(".lock")]  # nothing wrong kept
+    with pytest.raises(download.DownloadError, match="could not download"):
+        download.fetch("llm-adapters/dataset/nosuch/test.json", good, progress=False)
