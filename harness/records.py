@@ -10,7 +10,8 @@ Layout under the output folder (default ``results/``)::
 
 Every file is written to a temporary name in the same folder and renamed into place, so an
 interrupted run never leaves a half-written file behind, and ``run.json`` is written last with
-``status: ok``: a folder without it (or with ``failed``/``running``) is simply run again.
+``status: ok``: a folder without it (or with ``failed``/``running``) is simply run again. Records
+are read back through ``harness.safe_io``: a damaged one is reported and read as absent.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+
+from harness import locks, safe_io
+from harness.safe_io import read_jsonl, read_run  # noqa: F401 - the tolerant readers, re-exported
 
 TIDY_COLUMNS = [
     "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
@@ -68,11 +72,6 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def run_dir(out: Path, run_id: str) -> Path:
     return Path(out) / "runs" / run_id
 
@@ -92,13 +91,8 @@ def samples_path(folder: Path, phase: str, task_name: str) -> Path:
 
 def run_status(out: Path, run_id: str) -> str | None:
     """``ok`` / ``failed`` / ``running`` for an existing run folder, None if there is none."""
-    path = run_dir(out, run_id) / "run.json"
-    if not path.exists():
-        return None
-    try:
-        return read_json(path).get("status")
-    except (OSError, json.JSONDecodeError):
-        return None
+    record = read_run(run_dir(out, run_id) / "run.json")
+    return record["status"] if record else None
 
 
 def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -140,24 +134,53 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def rebuild_table(out: Path) -> pd.DataFrame:
-    """Rebuild ``results.csv`` and ``results.parquet`` from every run folder under ``out``."""
+    """Rebuild ``results.csv`` and ``results.parquet`` from every run folder under ``out``.
+
+    Under the table lock (a concurrent rebuild waits): the temporary files a killed rebuild left
+    are removed, both tables are written in full to temporary names, and only then renamed into
+    place, so a failed write (disk full) leaves the previous pair as it was. A damaged run
+    folder is reported and left out. Raises ``safe_io.OutputError`` when the tables cannot be written.
+    """
     out = Path(out)
-    rows: list[dict[str, Any]] = []
-    for path in sorted((out / "runs").glob("*/run.json")):
-        try:
-            rows.extend(tidy_rows(read_json(path)))
-        except (OSError, json.JSONDecodeError, KeyError):
-            continue  # a run folder being written right now, or not ours
-    df = pd.DataFrame(rows, columns=TIDY_COLUMNS)
-    atomic_write_text(out / "results.csv", df.to_csv(index=False))
-    fd, tmp = tempfile.mkstemp(prefix=".results.parquet.", dir=out)
-    os.close(fd)
     try:
-        df.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, out / "results.parquet")
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
+        with locks.table_lock(out):
+            safe_io.remove_temps(out)
+            rows: list[dict[str, Any]] = []
+            for path in sorted((out / "runs").glob("*/run.json")):
+                rows.extend(_rows_or_none(path) or [])
+            df = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+            _write_tables(out, df)
+    except OSError as err:
+        raise safe_io.output_error(err, out) or err from None
     return df
+
+
+def _rows_or_none(path: Path) -> list[dict[str, Any]] | None:
+    """A run folder's rows, or None (reported) when its record is damaged below the top level."""
+    record = read_run(path, then="left out of the table")
+    if record is None:
+        return None
+    try:
+        return tidy_rows(record)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        safe_io.warn(f"{path}: damaged ({type(err).__name__}: {err}); left out of the table")
+        return None
+
+
+def _write_tables(out: Path, df: pd.DataFrame) -> None:
+    temps = []
+    try:
+        for name, write in (("results.parquet", lambda p: df.to_parquet(p, index=False)),
+                            ("results.csv", lambda p: df.to_csv(p, index=False))):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+            os.close(fd)
+            temps.append((tmp, out / name))
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        for tmp, target in temps:
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in temps:
+            with _suppress():
+                os.unlink(tmp)
+        raise

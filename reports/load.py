@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.records import TIDY_COLUMNS, read_json, read_jsonl, tidy_rows
+from harness.records import TIDY_COLUMNS, read_jsonl, read_run, tidy_rows
 
 # Keys that only change how a run is evaluated, not what was trained: tables check them per
 # column (``tables.drop_mixed``) instead of splitting rows on them.
@@ -126,15 +126,12 @@ def load_results(dirs: list[Path]) -> Results:
         if not Path(root).exists():
             raise ReportError(f"{root}: no such folder")
         for path in find_run_files(root):
-            try:
-                record = read_json(path)
-                run = Run(record["run_id"], path.parent, record)
-            except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-                notes.append(f"skipped {path}: unreadable ({type(err).__name__})")
+            record = read_run(path, then="left out of the report")
+            if record is None:
+                notes.append(f"skipped {path}: damaged or unreadable")
                 continue
-            steps_path = path.parent / "steps.jsonl"
-            if steps_path.is_file():
-                run.steps = read_jsonl(steps_path)
+            run = Run(record["run_id"], path.parent, record)
+            run.steps = read_jsonl(path.parent / "steps.jsonl", then="step plots use the whole lines")
             old = runs.get(run.run_id)
             if old is not None:
                 keep = max((old, run), key=lambda r: (r.status == "ok", str(r.record.get("ended", ""))))
@@ -151,7 +148,10 @@ def load_results(dirs: list[Path]) -> Results:
             continue
         extra = {"label": run.label, "device": run.device, "device_type": run.device.split(":")[0],
                  "reference": False, "source": str(run.path)}
-        rows.extend({**row, **extra} for row in tidy_rows(run.record))
+        try:
+            rows.extend({**row, **extra} for row in tidy_rows(run.record))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            notes.append(f"skipped {run.path}: damaged record ({type(err).__name__}: {err})")
     df = pd.DataFrame(rows, columns=TIDY_COLUMNS + EXTRA_COLUMNS)
     return Results(df=df, runs=runs, notes=notes)
 

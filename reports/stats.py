@@ -123,7 +123,7 @@ def _evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str,
     path = samples_path(run.path, phase, task)
     if ev is None or not path.is_file():
         return None
-    return ev, {str(s["id"]): s for s in read_jsonl(path)}
+    return ev, {str(s["id"]): s for s in read_jsonl(path) if "id" in s}
 
 
 def compare_methods(results: Path, a: str, b: str, task: str | None = None, phase: str | None = None,
