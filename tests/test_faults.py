@@ -259,9 +259,10 @@ def test_table_and_report_skip_a_damaged_run_json_with_a_note(grid, tmp_path, ca
     code, out, err = bench(capsys, "table", grid)
     assert code == 0 and "Traceback" not in err
     assert warnings_about(err + out, path) or str(path) in out
-    code, out, err = bench(capsys, "report", grid, "--out", tmp_path / "report")
-    assert code == 0 and "Traceback" not in err
-    assert (tmp_path / "report").is_dir()
+    if damage in ("truncated", "a list"):  # a report takes seconds (plots): two kinds of damage suffice
+        code, out, err = bench(capsys, "report", grid, "--out", tmp_path / "report")
+        assert code == 0 and "Traceback" not in err
+        assert (tmp_path / "report").is_dir()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not utf-8", "a list"])

@@ -107,7 +107,7 @@ def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
 def settle(cfg: RunConfig, out: Path, how: str) -> dict[str, Any]:
     """The run's record; a run that left none (or left ``running``) is recorded as failed with ``how``."""
     path = records.run_dir(out, cfg.run_id) / "run.json"
-    record = records.read_json(path) if path.exists() else {"run_id": cfg.run_id, "config": cfg.resolved()}
+    record = records.read_run(path, then="recorded again") or {"run_id": cfg.run_id, "config": cfg.resolved()}
     if record.get("status") not in ("ok", "failed"):
         why = how or f"the run recorded no outcome in {path.parent} (is --out on a filesystem every node shares?)"
         record.update(status="failed", error={"type": "WorkerDied", "message": why})
