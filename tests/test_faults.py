@@ -533,6 +533,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow  # a fork server and a worker process: over a minute on a loaded 2-core machine
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_killed_bench_leaves_no_orphans_and_a_rerun_completes(tmp_path, capsys):
     argv = [*BENCH, "run", *FAST, "--methods", "lora", "--max-steps", "200", "--executor", "local",
