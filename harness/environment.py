@@ -73,7 +73,15 @@ def environment(device: torch.device) -> dict[str, Any]:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    from harness.config import ConfigError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:  # "cuda:x", "gpu": torch's own words name the valid types
+        raise ConfigError(f"--device {name}: {str(err).splitlines()[0]} (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
+        raise ConfigError(f"--device {name}: this torch sees no CUDA device (torch {torch.__version__}); "
+                          "use --device cpu, or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
     return device
