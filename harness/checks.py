@@ -4,11 +4,11 @@ A value that a run cannot use must be refused when the grid is planned, in one l
 the key, the value and what is allowed; otherwise it trains wrongly and is recorded ``ok``
 (``grad_clip=-1`` is gradient ascent) or fails inside every worker of the grid.
 
-The rules are declared beside the fields they guard: a config dataclass field carries
-``metadata=rule(...)`` and ``check(obj, where)`` walks the fields. Method configs that are
-peft's own classes cannot carry metadata, so ``METHOD_RULES`` holds rules by field name for
-them; every plainly typed field (``r: int``) is held to its type. Relations
-between fields (``micro_batch_size`` divides ``batch_size``) are a config's ``invariants()``.
+The rules are a table by key name, so they hold wherever a key lives (the trainer's settings,
+the evaluation's, a method's) and whoever set it (a default, a preset, ``--set``, a sweep
+file). Method configs that are peft's own classes get ``METHOD_RULES`` by field name; every
+other plainly typed field (``r: int``) is held to its type. Relations between keys
+(``micro_batch_size`` divides ``batch_size``) are ``INVARIANTS``.
 """
 from __future__ import annotations
 
@@ -61,18 +61,31 @@ class Rule:
         return None
 
 
-def rule(**kwargs: Any) -> dict[str, Rule]:
-    """Field metadata: ``x: int = dataclasses.field(default=8, metadata=rule(low=1))``."""
-    return {"check": Rule(**kwargs)}
+def _range(low: float | None = None, high: float | None = None, kind: Any = None, note: str = "", *,
+           low_open: bool = False, high_open: bool = False) -> Rule:
+    return Rule(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open, note=note)
 
 
-def positive(note: str = "") -> dict[str, Rule]:
-    return rule(low=0, low_open=True, note=note)
-
-
-def at_least(low: float, note: str = "") -> dict[str, Rule]:
-    return rule(low=low, note=note)
-
+# the trainer's and the evaluation's keys (no prefix in --set)
+RULES: dict[str, Rule] = {
+    "lr": _range(0, low_open=True),
+    "weight_decay": _range(0),
+    "batch_size": _range(1, kind=int),
+    "micro_batch_size": _range(0, kind=int, note="0 = batch_size"),
+    "max_length": _range(1, kind=int),
+    "max_steps": _range(0, kind=int, note="0 = use epochs"),
+    "epochs": _range(0),
+    "warmup_steps": _range(0, kind=int),
+    "warmup_ratio": _range(0, 1),
+    "min_lr_ratio": _range(0, 1),
+    "grad_clip": _range(0, note="0 disables clipping"),
+    "eval_batch_size": _range(1, kind=int),
+    "eval_limit": _range(0, kind=int, note="0 = all"),
+    "num_beams": _range(1, kind=int),
+    "max_new_tokens": _range(0, kind=int, note="0 = the task's budget"),
+    "timing_warmup_steps": _range(0, kind=int),
+    "precision": Rule(kind=str, choices=("auto", "fp32", "bf16")),
+}
 
 # peft's config classes carry no rules of ours: these apply to a field of that name in any method
 METHOD_RULES: dict[str, Rule] = {
@@ -112,24 +125,39 @@ def _name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(words.get(k, k.__name__) for k in kinds))
 
 
-def check(obj: Any, where: str, by_name: dict[str, Rule] | None = None) -> None:
-    """Refuse the first field of ``obj`` that breaks its rule, then the object's invariants.
-
-    ``where`` says whose field it is in the message (``the trainer``, ``method 'lora'``).
-    """
+def check(obj: Any, where: str, rules: dict[str, Rule]) -> None:
+    """Refuse the first field of ``obj`` (a config dataclass) that breaks its rule, then the
+    first broken invariant among its fields. ``where`` names the owner in the message (``the
+    trainer``, ``method 'lora'``)."""
     for f in dataclasses.fields(obj):
         if not f.init:
             continue
         value = getattr(obj, f.name)
-        found = f.metadata.get("check") or (by_name or {}).get(f.name) or Rule()
+        found = rules.get(f.name) or Rule()
         problem = None if value is None and f.default is None else found.problem(value, f.type)
         if problem:
             note = f" ({found.note})" if found.note else ""
             raise ConfigError(f"{f.name}={_show(value)} for {where}: {problem}{note}")
-    invariants = getattr(obj, "invariants", None)
-    if callable(invariants):
-        for problem in invariants():
+    for invariant in INVARIANTS:
+        problem = invariant(obj)
+        if problem:
             raise ConfigError(f"{where}: {problem}")
+
+
+def _micro_divides(obj: Any) -> str | None:
+    batch, micro = getattr(obj, "batch_size", None), getattr(obj, "micro_batch_size", None)
+    if batch and micro and batch % micro:
+        return f"micro_batch_size={micro} does not divide batch_size={batch}"
+    return None
+
+
+def _some_budget(obj: Any) -> str | None:
+    if getattr(obj, "max_steps", None) == 0 and getattr(obj, "epochs", None) == 0:
+        return "max_steps=0 and epochs=0: set --max-steps N or --epochs E"
+    return None
+
+
+INVARIANTS = (_micro_divides, _some_budget)
 
 
 def _show(value: Any) -> str:

@@ -227,6 +227,8 @@ def plan_runs(args: argparse.Namespace) -> list[Any]:
     from tasks import registry as tasks
 
     method_names = _csv(args.methods)
+    if not method_names:
+        raise ConfigError(f"--methods {args.methods!r} names no method; see `bench list methods`")
     specs = [methods.get(m) for m in method_names]
     if bool(args.tasks) == bool(args.sequence):
         raise ConfigError("give either --tasks or --sequence (one of them, not both)")
@@ -234,13 +236,16 @@ def plan_runs(args: argparse.Namespace) -> list[Any]:
     if args.sequence and args.per_task:
         raise ConfigError("--per-task does not apply to --sequence (a sequence is one model per method)")
     retention = _retention(args.retention, task_names)
-    seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else [0]
-    overrides = split_overrides(args.sets)
-    prefixes = {"trainer", *method_names}
-    for key in overrides:
-        if "." in key and key.split(".", 1)[0] not in prefixes and not key.startswith("peft:"):
-            raise ConfigError(f"--set {key}: {key.split('.', 1)[0]!r} is not a method in this run "
+    seeds = _seeds(args.seeds)
+    # a method's keys take its name as given or as registered (peft:VeRA -> peft:vera)
+    aliases = {**{n: s.name for n, s in zip(method_names, specs)}, **{s.name: s.name for s in specs}, "trainer": "trainer"}
+    overrides = {}
+    for key, value in split_overrides(args.sets).items():
+        prefix, dot, rest = key.partition(".")
+        if dot and prefix not in aliases:
+            raise ConfigError(f"--set {key}: {prefix!r} is not a method in this run "
                               f"(methods: {', '.join(method_names)}; trainer keys take no prefix)")
+        overrides[f"{aliases[prefix]}.{rest}" if dot else key] = value
     base = TrainConfig()
     if args.max_steps is not None:
         base.max_steps = args.max_steps
@@ -268,6 +273,21 @@ def plan_runs(args: argparse.Namespace) -> list[Any]:
     if text and not Path(text).is_file():
         raise ConfigError(f"--retention-text {text}: no such file")
     return plans
+
+
+def _seeds(text: str | None) -> list[int]:
+    """``--seeds 0,1,2``: whole numbers, at least one."""
+    from harness.config import ConfigError
+
+    seeds = []
+    for item in _csv(text or "0"):
+        try:
+            seeds.append(int(item))
+        except ValueError:
+            raise ConfigError(f"--seeds {text}: {item!r} is not a whole number (e.g. --seeds 0,1,2)") from None
+    if not seeds:
+        raise ConfigError(f"--seeds {text!r} names no seed (e.g. --seeds 0,1,2)")
+    return seeds
 
 
 def _check_tasks(names: list[str], retention: tuple[str, ...], protocol: str, backend: str) -> str:

@@ -216,6 +216,10 @@ def build_configs(
                 apply_to_dataclass(train, key, value, f"the trainer ({origin})")
     if hasattr(method_cfg, "__post_init__"):
         method_cfg.__post_init__()  # re-validate (peft configs check their fields here)
+    from harness import checks
+
+    checks.check(train, "the trainer", checks.RULES)
+    checks.check(method_cfg, f"method {spec.name!r}", checks.METHOD_RULES)
     return method_cfg, train
 
 
