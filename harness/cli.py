@@ -16,13 +16,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: printed as one line, never as a traceback."""
     from harness.config import ConfigError
     from harness.models import ModelError
+    from harness.safe_io import OutputError
     from methods.registry import UnknownMethod
     from reports.load import ReportError
     from tasks.protocols import ProtocolError
     from tasks.registry import UnknownTask
     from tasks.sources import DataError
 
-    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError, ReportError)
+    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError, ReportError, OutputError)
 
 
 def _csv(text: str) -> list[str]:
@@ -71,13 +72,18 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
 
 def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     """The executor options and the submission's shared settings from the parsed arguments."""
+    from harness.environment import pick_device
     from harness.executors import ExecutorOptions, get, job_for
+    from harness.safe_io import check_out
 
     get(args.executor)  # a missing optional package is reported now, before anything runs
+    if args.executor in ("local", "inline"):
+        pick_device(args.device)  # an unavailable device too (a cluster node may have one)
+    check_out(args.out)
     options = ExecutorOptions(cpus_per_run=args.cpus_per_run, ray_address=args.ray_address,
                               slurm_cluster=args.slurm_cluster, slurm_partition=args.slurm_partition,
                               slurm_time_min=args.slurm_time, slurm_gpus=args.slurm_gpus, slurm_mem_gb=args.slurm_mem)
-    return options, job_for(args.out, args.device, not args.no_progress, args.command_line)
+    return options, job_for(args.out, args.device, not args.no_progress, args.command_line, getattr(args, "force", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -408,6 +414,7 @@ EVAL_KEYS = ("eval_batch_size", "eval_limit", "num_beams", "max_new_tokens", "pr
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from harness import checks
     from harness.config import ConfigError, TrainConfig, apply_to_dataclass, split_overrides
     from harness.driver import eval_only
     from harness.environment import pick_device
@@ -421,6 +428,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if key not in EVAL_KEYS:
             raise ConfigError(f"bench eval --set {key}: not an evaluation key; valid: {', '.join(EVAL_KEYS)}")
         apply_to_dataclass(train, key, value, "the evaluation")
+    checks.check(train, "the evaluation", checks.RULES)
     if not args.tasks:
         raise ConfigError("bench eval needs --tasks (task names or a suite such as commonsense)")
     names = tasks.expand(args.tasks)

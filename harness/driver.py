@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from harness import records
+from harness import locks, records, safe_io
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict
 from harness.data import TrainBatches
 from harness.environment import environment
@@ -83,12 +83,17 @@ def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_n
                "num_beams": cfg.train.num_beams, "max_new_tokens": cfg.train.max_new_tokens,
                "scorer": EVAL_SCORER_VERSION, "device": device.type}
     path = _cache_path(out, "eval", key_src)
-    if path.exists():
-        cached = records.read_json(path)
+    cached = safe_io.read_json(path, _cache_problem("summary", "samples"), then="evaluated again")
+    if cached:
         return cached["summary"], cached["samples"], True
     summary, samples = evaluate_task(model, tokenizer, task_name, cfg, "before", device, progress)
     records.atomic_write_json(path, {"key": key_src, "summary": summary, "samples": samples})
     return summary, samples, False
+
+
+def _cache_problem(*keys: str) -> Any:
+    """A shape check for a cache file: an object with ``keys``."""
+    return lambda v: None if isinstance(v, dict) and all(k in v for k in keys) else f"not a cache entry with {keys}"
 
 
 def text_loss(out: Path | None, model: torch.nn.Module, tokenizer: Any, cfg: RunConfig,
@@ -103,38 +108,63 @@ def text_loss(out: Path | None, model: torch.nn.Module, tokenizer: Any, cfg: Run
         return mean_token_loss(model, windows, device)
     key_src = {"model": cfg.model, "text": sha256(path), "window": TEXT_WINDOW, "n": len(windows)}
     cache = _cache_path(out, "text", key_src)
-    if cache.exists():
-        return records.read_json(cache)["loss"]
+    cached = safe_io.read_json(cache, _cache_problem("loss"), then="computed again")
+    if cached:
+        return cached["loss"]
     loss = mean_token_loss(model, windows, device)
     records.atomic_write_json(cache, {"key": key_src, "loss": loss})
     return loss
 
 
 def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = True,
-            command: str | None = None) -> dict[str, Any]:
-    """Execute a run and write its folder; exceptions are recorded, never raised."""
+            command: str | None = None, skip_ok: bool = False) -> dict[str, Any]:
+    """Execute a run and write its folder; exceptions are recorded, never raised, except that a
+    full or unwritable ``out`` raises ``safe_io.OutputError`` (every later run would hit it too).
+
+    The run folder's lock is held throughout: a second process asking for the same run gets
+    ``status: busy`` at once and leaves it alone; ``skip_ok`` also returns a run another process
+    finished since this one was planned instead of doing it again.
+    """
     out = Path(out)
     folder = records.run_dir(out, cfg.run_id)
+    try:
+        with locks.run_lock(folder) as mine:
+            if not mine:
+                return {"run_id": cfg.run_id, "status": "busy", "config": cfg.resolved()}
+            done = records.read_run(folder / "run.json") if skip_ok else None
+            if done and done["status"] == "ok":
+                return {**done, "skipped": "finished by another process"}
+            return _run_locked(cfg, out, folder, device, progress, command)
+    except OSError as err:
+        raise safe_io.output_error(err, out) or err from None
+
+
+def _run_locked(cfg: RunConfig, out: Path, folder: Path, device: torch.device, progress: bool,
+                command: str | None) -> dict[str, Any]:
     record: dict[str, Any] = {"run_id": cfg.run_id, "status": "running", "config": cfg.resolved(),
                               "started": _now(), "model_note": model_info(cfg.model).note,
                               "environment": environment(device), "command": command}
-    previous = _resumable(folder) if cfg.sequence else None
+    resume = _resumable(folder, device) if cfg.sequence else None
+    previous, state = resume or (None, None)
     if previous:
         done = len(previous["stages"])
         finished = {"before", *(f"stage-{k}" for k in range(1, done + 1))}
         record.update(stages=previous["stages"], evals=[e for e in previous["evals"] if e["phase"] in finished],
                       resumed_after_stage=done)
+    safe_io.remove_temps(folder)  # what a killed writer left; no one else writes here while we hold the lock
     records.atomic_write_json(folder / "run.json", record)
     steps: list[dict[str, Any]] = []
     if previous:  # keep the steps of finished stages only; the interrupted stage is trained again
         steps = [s for s in records.read_jsonl(folder / "steps.jsonl") if s.get("stage", 0) <= done]
+    full_disk = None
     try:
-        _execute(cfg, out, folder, device, record, steps, progress)
+        _execute(cfg, out, folder, device, record, steps, progress, state)
         record["status"] = "ok"
         (folder / "checkpoint.pt").unlink(missing_ok=True)
     except BaseException as err:  # record every failure, including OOM and KeyboardInterrupt
+        full_disk = safe_io.output_error(err, out) if isinstance(err, OSError) else None
         record["status"] = "failed"
-        record["error"] = {"type": type(err).__name__, "message": str(err)[:2000],
+        record["error"] = {"type": type(full_disk or err).__name__, "message": str(full_disk or err)[:2000],
                            "traceback": traceback.format_exc()[-8000:]}
         if isinstance(err, KeyboardInterrupt):
             _write(folder, record, steps)
@@ -142,6 +172,8 @@ def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = Tr
     finally:
         record["ended"] = _now()
         _write(folder, record, steps)
+    if full_disk:
+        raise full_disk
     return record
 
 
@@ -151,13 +183,14 @@ def _write(folder: Path, record: dict[str, Any], steps: list[dict[str, Any]]) ->
     records.atomic_write_json(folder / "run.json", record)
 
 
-def _resumable(folder: Path) -> dict[str, Any] | None:
-    """A sequence interrupted after some stage: its record, if the stage checkpoint survived."""
-    path = folder / "run.json"
-    if not (path.exists() and (folder / "checkpoint.pt").exists()):
+def _resumable(folder: Path, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A sequence interrupted after some stage: its record and stage checkpoint, if both are
+    whole (a damaged checkpoint is reported and removed, and the sequence starts over)."""
+    previous = records.read_run(folder / "run.json", then="the sequence starts over")
+    if not (previous and previous.get("stages") and previous["status"] != "ok"):
         return None
-    previous = records.read_json(path)
-    return previous if previous.get("stages") and previous.get("status") != "ok" else None
+    state = safe_io.load_checkpoint(folder / "checkpoint.pt", device)
+    return (previous, state) if state is not None else None
 
 
 def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, device: torch.device,
@@ -182,7 +215,7 @@ def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, devic
 
 
 def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, record: dict[str, Any],
-             steps: list[dict[str, Any]], progress: bool) -> None:
+             steps: list[dict[str, Any]], progress: bool, state: dict[str, Any] | None = None) -> None:
     torch.manual_seed(cfg.seed)
     spec = method_registry.get(cfg.method)
     eval_names = list(dict.fromkeys(cfg.eval_tasks + cfg.retention_tasks))
@@ -215,7 +248,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
 
     done = len(record.get("stages", []))
     if done:
-        adapted.load_state_dict(torch.load(folder / "checkpoint.pt", map_location=device))
+        adapted.load_state_dict(state)
     results: list[TrainResult] = []
     probe = MemoryProbe(device)
     tc = cfg.train

@@ -113,7 +113,8 @@ def read_jsonl(path: Path, then: str = "kept the whole lines") -> list[dict[str,
 
 def load_checkpoint(path: Path, map_location: Any) -> dict[str, Any] | None:
     """A stage checkpoint as tensors only (``weights_only``: a planted pickle runs no code), or
-    None when it is damaged: reported, removed, and the caller trains the stage again."""
+    None when it is damaged: reported and removed; without the state after the last finished
+    stage the caller starts the sequence over."""
     import torch
 
     path = Path(path)
@@ -125,7 +126,7 @@ def load_checkpoint(path: Path, map_location: Any) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same: unusable
-        warn(f"{path}: damaged checkpoint ({_why(err)}); discarded, the stage is trained again")
+        warn(f"{path}: damaged checkpoint ({_why(err)}); discarded, the sequence starts over")
         path.unlink(missing_ok=True)
         return None
 

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import records
+from harness import records, safe_io
 from harness.config import ConfigError, RunConfig
 from harness.executors import ExecutorOptions, Job, get
 
+NOT_THE_RUNS_FAULT = ("KeyboardInterrupt", "OutputError")  # stopped from outside: run again, not "failed"
 FLAGS = {"max_steps": "--max-steps", "epochs": "--epochs", "eval_limit": "--eval-limit"}  # bench run options
 TOP_KEYS = ("model", "models", "methods", "tasks", "seeds", "per_task", "retention", "preset", "budget", "set",
             "select")
@@ -228,10 +229,12 @@ def run_state(out: Path, run_id: str) -> str | None:
     path = records.run_dir(out, run_id) / "run.json"
     if not path.exists():
         return None
-    record = records.read_json(path)
-    if record.get("status") == "ok":
+    record = records.read_run(path)
+    if record is None:  # damaged: reported, and run again
+        return "interrupted"
+    if record["status"] == "ok":
         return "ok"
-    if record.get("status") == "failed" and record.get("error", {}).get("type") != "KeyboardInterrupt":
+    if record["status"] == "failed" and record.get("error", {}).get("type") not in NOT_THE_RUNS_FAULT:
         return "failed"
     return "interrupted"
 
@@ -275,14 +278,25 @@ def launch(cfgs: list[RunConfig], executor: str, options: ExecutorOptions, job: 
     print(f"running {len(todo)} run(s) with the {executor} executor", flush=True)
     for k, (cfg, record) in enumerate(get(executor)(todo, job, options), 1):
         folder = records.run_dir(job.out, cfg.run_id)
+        err = record.get("error", {})
+        if err.get("type") == "OutputError":  # a full or unwritable --out: every later run would fail too
+            raise safe_io.OutputError(err.get("message", f"cannot write {folder}"))
+        if record.get("status") == "busy":
+            print(f"[{k}/{len(todo)}] {_tag(cfg, labels)}: running in another process, skipped ({folder})", flush=True)
+            continue
+        if record.get("skipped"):
+            print(f"[{k}/{len(todo)}] {_tag(cfg, labels)}: {record['skipped']}, skipped ({folder})", flush=True)
+            continue
         if record.get("status") == "ok":
             print(f"[{k}/{len(todo)}] {_tag(cfg, labels)}: ok -> {folder}", flush=True)
         else:
             failed += 1
-            err = record.get("error", {})
             print(f"[{k}/{len(todo)}] {_tag(cfg, labels)}: FAILED ({err.get('type')}: {err.get('message', '')[:300]}); "
                   f"continuing -> {folder}", flush=True)
-        records.rebuild_table(job.out)
+        try:
+            records.rebuild_table(job.out)
+        except safe_io.OutputError as full:  # the run itself is recorded; the table is rebuilt at the end
+            safe_io.warn(f"{full}")
     return failed
 
 
@@ -331,8 +345,7 @@ def val_score(out: Path, cfgs: list[RunConfig], metric: str) -> float | None:
     name = metric.removeprefix("val_")
     values = []
     for cfg in cfgs:
-        path = records.run_dir(out, cfg.run_id) / "run.json"
-        record = records.read_json(path) if path.exists() else {}
+        record = records.read_run(records.run_dir(out, cfg.run_id) / "run.json") or {}
         if record.get("status") != "ok":
             return None
         values += [m["value"] for e in record.get("evals", []) if e["phase"] == "val"

@@ -37,6 +37,7 @@ class Job:
     progress: bool = False
     command: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # PEFT_BENCH_* settings (data folder, hub)
+    force: bool = False  # redo runs that are ok, even one another process finished meanwhile
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,10 @@ class MissingExtra(ConfigError):
     """An executor's optional package is not installed (a user error: the message says what to install)."""
 
 
-def job_for(out: Path, device: str, progress: bool, command: str | None) -> Job:
+def job_for(out: Path, device: str, progress: bool, command: str | None, force: bool = False) -> Job:
     """A submission's shared settings, with the environment a run needs on another node."""
     env = {k: v for k, v in os.environ.items() if k.startswith("PEFT_BENCH_")}
-    return Job(out=Path(out).resolve(), device=device, progress=progress, command=command, env=env)
+    return Job(out=Path(out).resolve(), device=device, progress=progress, command=command, env=env, force=force)
 
 
 def get(name: str) -> Executor:
@@ -101,15 +102,23 @@ def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
 
     os.environ.update(job.env)
     device = pick_device(job.device)
-    return run_one(run_config_from_dict(resolved), job.out, device, job.progress, job.command)
+    return run_one(run_config_from_dict(resolved), job.out, device, job.progress, job.command, not job.force)
 
 
 def settle(cfg: RunConfig, out: Path, how: str) -> dict[str, Any]:
-    """The run's record; a run that left none (or left ``running``) is recorded as failed with ``how``."""
+    """The run's record; a run that left none (or left ``running``) is recorded as failed with
+    ``how``, unless another process is doing it right now (``status: busy``)."""
+    from harness import locks, safe_io
+
     path = records.run_dir(out, cfg.run_id) / "run.json"
+    if locks.run_busy(path.parent):
+        return {"run_id": cfg.run_id, "status": "busy", "config": cfg.resolved()}
     record = records.read_run(path, then="recorded again") or {"run_id": cfg.run_id, "config": cfg.resolved()}
     if record.get("status") not in ("ok", "failed"):
         why = how or f"the run recorded no outcome in {path.parent} (is --out on a filesystem every node shares?)"
         record.update(status="failed", error={"type": "WorkerDied", "message": why})
-        records.atomic_write_json(path, record)
+        try:
+            records.atomic_write_json(path, record)
+        except OSError as err:
+            raise safe_io.output_error(err, out) or err from None
     return record

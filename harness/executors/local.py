@@ -25,8 +25,13 @@ PRELOAD = ["harness.executors.forkserver_init", "harness.driver", "peft", "trans
 def _worker(resolved: dict[str, Any], job: Job, bench_pid: int) -> None:
     from harness.executors.lifeline import die_with_parent
 
+    from harness.safe_io import OutputError
+
     die_with_parent(bench_pid)
-    record = run_resolved(resolved, job)
+    try:
+        record = run_resolved(resolved, job)
+    except OutputError:  # recorded if it could be; settle says it in one line, not a traceback here
+        raise SystemExit(4) from None
     raise SystemExit(0 if record["status"] == "ok" else 3)
 
 
@@ -56,4 +61,4 @@ def run_inline(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) -
 
     device = pick_device(job.device)
     for cfg in plans:
-        yield cfg, run_one(cfg, job.out, device, job.progress, job.command)
+        yield cfg, run_one(cfg, job.out, device, job.progress, job.command, not job.force)
