@@ -526,9 +526,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from harness.config import ConfigError
     from methods.localized_lora_synth import main as synth_main
 
-    ranks = [int(r) for r in _csv(args.ranks)]
+    for option in ("size", "blocks", "steps"):
+        if getattr(args, option) < 1:
+            raise ConfigError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    try:
+        ranks = [int(r) for r in _csv(args.ranks)]
+    except ValueError:
+        raise ConfigError(f"--ranks {args.ranks}: expected whole numbers, e.g. 4,8,16") from None
     bad = [r for r in ranks if r % args.blocks or r <= 0]
-    if bad or args.size % args.blocks:
+    if bad or not ranks or args.size % args.blocks:
         raise ConfigError(f"--blocks {args.blocks} must divide --size ({args.size}) and every rank in --ranks {bad or ''}")
     synth_main(args.out, size=args.size, num_blocks=args.blocks, ranks=ranks, steps=args.steps, seed=args.seed)
     print(f"\nwrote {args.out}/synth.csv, synth.md, synth.png, synth.svg")

@@ -29,6 +29,19 @@ from harness import records, safe_io
 from harness.config import ConfigError, RunConfig
 from harness.executors import ExecutorOptions, Job, get
 
+MAX_RUNS = 100_000  # planning takes ~14 ms a run: beyond this a sweep is surely a typo in an axis
+PROGRESS_FROM = 1_000  # runs: a bigger grid shows a progress bar while it is planned
+# top-level keys and the YAML/TOML types they take (checked before anything is read from them)
+SHAPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "models": (str, list), "methods": (dict, list, str), "tasks": (str, list),
+    "seeds": (int, list, str), "per_task": (bool,), "retention": (str, list), "preset": (str, type(None)),
+    "budget": (dict, type(None)), "set": (dict, type(None)), "select": (dict, type(None)),
+}
+SHAPE_WORDS = {"model": "a model name", "models": "a list of model names", "methods": "a list of methods or a "
+               "mapping of method -> overrides", "tasks": "a list of task names", "seeds": "a list of whole numbers",
+               "per_task": "true or false", "retention": "none, auto or a list of tasks", "preset": "a preset name",
+               "budget": "a mapping of trainer keys (max_steps: 60)", "set": "a mapping of --set keys (lora.r: 16)",
+               "select": "a mapping (over: lr, validation: 200)"}
 NOT_THE_RUNS_FAULT = ("KeyboardInterrupt", "OutputError")  # stopped from outside: run again, not "failed"
 FLAGS = {"max_steps": "--max-steps", "epochs": "--epochs", "eval_limit": "--eval-limit"}  # bench run options
 TOP_KEYS = ("model", "models", "methods", "tasks", "seeds", "per_task", "retention", "preset", "budget", "set",
@@ -111,8 +124,15 @@ def load(path: Path, tune: str | None = None) -> Sweep:
     for key in ("methods", "tasks"):
         if key not in data:
             raise ConfigError(f"sweep: {key} is required")
+    for key, kinds in SHAPES.items():
+        if key in data and not isinstance(data[key], kinds):
+            raise ConfigError(f"sweep: {key}: expected {SHAPE_WORDS[key]}, got {_kind(data[key])} {data[key]!r}")
     methods = data["methods"]
     if isinstance(methods, dict):
+        for m, o in methods.items():
+            if not isinstance(o, (dict, type(None))):
+                raise ConfigError(f"sweep: methods: {m}: expected a mapping of overrides (key: value, or key: "
+                                  f"[values] for an axis), got {_kind(o)} {o!r}")
         pairs = tuple((str(m), dict(o or {})) for m, o in methods.items())
     else:
         pairs = tuple((m, {}) for m in _names(methods, "methods"))
@@ -128,7 +148,7 @@ def load(path: Path, tune: str | None = None) -> Sweep:
         models=_names(data.get("models", data.get("model", "smollm2-135m")), "models"),
         methods=pairs,
         tasks=",".join(_names(data["tasks"], "tasks")),
-        seeds=tuple(int(s) for s in _names(data.get("seeds", [0]), "seeds")),
+        seeds=_seeds(data.get("seeds", [0]), "seeds"),
         per_task=bool(data.get("per_task", False)),
         retention=str(data.get("retention", "auto")),
         preset=data.get("preset"),
@@ -147,13 +167,56 @@ def _selection(select: dict[str, Any]) -> Selection:
     metric = str(select.get("metric", "val_acc"))
     if metric not in ("val_acc", "val_acc_norm"):
         raise ConfigError(f"sweep: select.metric {metric!r}: valid are val_acc, val_acc_norm")
-    seeds = select.get("seeds", [])
-    seeds = tuple(int(s) for s in (seeds if isinstance(seeds, list) else [seeds]))
-    selection = Selection(over=str(select["over"]), metric=metric, validation=int(select.get("validation", 200)),
-                          seeds=seeds)
-    if selection.validation <= 0:
+    seeds = _seeds(select["seeds"], "select.seeds") if "seeds" in select else ()
+    validation = select.get("validation", 200)
+    if not isinstance(validation, int) or isinstance(validation, bool) or validation <= 0:
         raise ConfigError("sweep: select.validation must be a positive number of held-out training items")
-    return selection
+    return Selection(over=str(select["over"]), metric=metric, validation=validation, seeds=seeds)
+
+
+def _seeds(value: Any, what: str) -> tuple[int, ...]:
+    """Seeds: whole numbers, as a list or comma-separated text."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    seeds = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, str)) or not str(item).strip().lstrip("-").isdigit():
+            raise ConfigError(f"sweep: {what}: {item!r} is not a whole number (e.g. {what}: [0, 1, 2])")
+        seeds.append(int(item))
+    if not seeds:
+        raise ConfigError(f"sweep: {what} is empty")
+    return tuple(seeds)
+
+
+def _kind(value: Any) -> str:
+    return {str: "text", list: "a list", dict: "a mapping", bool: "true/false", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def grid_size(sweep: Sweep) -> int:
+    """How many runs the sweep stands for (before tuning), counted without expanding it."""
+    from tasks import registry as tasks
+
+    try:
+        n_tasks = len(tasks.expand(sweep.tasks)) if sweep.per_task else 1
+    except Exception:  # noqa: BLE001 - an unknown task is reported when the runs are planned
+        n_tasks = len(sweep.tasks.split(","))
+    total = 0
+    for method, own in sweep.methods:
+        settings = {**{k: v for k, v in sweep.common.items() if k.split(".", 1)[0] in (k, "trainer", method)}, **own}
+        combos = 1
+        for value in settings.values():
+            combos *= len(value) if isinstance(value, list) else 1
+        total += combos
+    return total * len(sweep.models) * len(sweep.seeds) * n_tasks
+
+
+def check_size(sweep: Sweep) -> int:
+    """Refuse a sweep too big to plan (minutes of silence, memory growing) before planning it."""
+    n = grid_size(sweep)
+    if n > MAX_RUNS:
+        raise ConfigError(f"sweep: {n:,} runs (models x method settings x tasks x seeds) is more than the "
+                          f"{MAX_RUNS:,} one sweep may plan; narrow its axes or split it into several files")
+    return n
 
 
 def _text(value: Any) -> str:
@@ -311,7 +374,10 @@ def _groups(sweep: Sweep) -> tuple[dict[Group, dict[str | None, list[RunConfig]]
     over = sweep.select.over if sweep.select else ""
     out: dict[Group, dict[str | None, list[RunConfig]]] = {}
     labels: dict[str, str] = {}
-    for point in points(sweep):
+    from tqdm import tqdm
+
+    quiet = check_size(sweep) < PROGRESS_FROM
+    for point in tqdm(points(sweep), desc="planning the sweep's runs", unit="point", disable=quiet):
         value = dict(point.settings).get(over)
         label = " ".join(f"{k}={v}" for k, v in point.settings)
         for cfg in plans(sweep, point):

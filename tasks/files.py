@@ -148,7 +148,10 @@ def _examples(path: Path, records: list[dict[str, str]], split: str, answer_type
 
 def make_task(spec: str) -> Task:
     """Read, check and describe the file now: a file task is fully defined by its data."""
-    resolved = Path(spec).expanduser().resolve()
+    try:
+        resolved = Path(spec).expanduser().resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop, an unreadable folder on the way
+        raise DataError(f"file:{spec}: cannot resolve the path ({err})") from None
     test_path, train_path, sidecar = _locate(spec, resolved)
     config = _read_sidecar(sidecar) if sidecar else {}
     records = {"test": _read_records(test_path)}

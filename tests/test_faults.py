@@ -166,6 +166,7 @@ def test_symlink_loop_task_file_is_one_line(tmp_path, capsys):
     assert_one_line_error(code, err, str(loop))
 
 
+@pytest.mark.slow  # lm-eval indexes its thousands of task files first: about a minute
 def test_lm_eval_task_offline_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
