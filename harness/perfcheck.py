@@ -106,6 +106,46 @@ def publish(summary: str) -> None:
             fh.write(summary)
 
 
+# what compare() and the perf setup read from a baseline: checked when it is loaded, so a damaged
+# or foreign file is one line before minutes of measuring, not a KeyError after them
+BASELINE_CONFIG = {"shape": str, "methods": list, "batch_size": int, "seq_len": int, "rounds": int,
+                   "steps_per_round": int}
+BASELINE_FIGURES = ("step_time_s", "step_time_p10_s", "step_time_p90_s", "ratio_to_floor")
+
+
 def load(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """A baseline written by ``--update``; anything else is a one-line ``ConfigError``."""
+    from harness.config import ConfigError
+
+    try:
+        baseline = json.loads(Path(path).read_bytes().decode("utf-8"))
+        problem = _baseline_problem(baseline)
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except json.JSONDecodeError as err:
+        problem = f"not valid JSON (truncated?) at line {err.lineno}"
+    except OSError as err:
+        problem = f"unreadable ({err.strerror or err})"
+    if problem:
+        raise ConfigError(f"baseline {path}: {problem}; not a bench perf baseline (record one with "
+                          f"--check {path} --update)")
+    return baseline
+
+
+def _baseline_problem(baseline: Any) -> str | None:
+    if not isinstance(baseline, dict):
+        return f"a JSON {type(baseline).__name__}, not an object"
+    config, methods = baseline.get("config"), baseline.get("methods")
+    if not isinstance(config, dict) or not isinstance(methods, dict) or "floor" not in methods:
+        return "no 'config' and 'methods' (with the floor)"
+    for key, kind in BASELINE_CONFIG.items():
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            return f"config.{key} missing or not a {kind.__name__}"
+    for name, figures in methods.items():
+        if not isinstance(figures, dict):
+            return f"methods.{name} is not an object"
+        for key in BASELINE_FIGURES:
+            value = figures.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or (key == "ratio_to_floor" and value <= 0):
+                return f"methods.{name}.{key} missing or not a positive number"
+    return None
