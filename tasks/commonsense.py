@@ -193,14 +193,13 @@ def load(spec: Spec, source: DataSource) -> TaskData:
     missing = source.missing(spec.files())
     if not missing:
         return load_local(spec, source)
-    paths = ", ".join(str(p) for p in missing)
     hint = hub.HUB[spec.name].label()
     if not source.hub:
-        raise DataError(f"{spec.name}: data not found: {paths} (data dir from {source.origin}). {sources.how_to_supply(hint)}")
+        raise source.not_found(missing[0], spec.name, hint)
     try:
         raw = hub.records(spec.name)
     except DataError as err:
-        raise DataError(f"{spec.name}: data not found: {paths}, and the hub fallback failed: {err}") from None
+        raise DataError(f"{spec.name}: data not found: {', '.join(missing)}, and the hub fallback failed: {err}") from None
     parsed = {split: parse_records(spec, recs, f"hub {hint} {split}", split) for split, recs in raw.splits.items()}
     note = (f"hub: {hint}, train split {raw.train_split!r} ({len(parsed['train'])} items), "
             f"test split {raw.test_split!r} ({len(parsed['test'])} items)")

@@ -1,8 +1,11 @@
 """Where task data comes from: a data folder verified against pinned checksums, or the hub.
 
-The data folder is found in this order: an explicit argument (the CLI's ``--data-dir``), the
-``PEFT_BENCH_DATA`` environment variable, then ``<project root>/../shared/data``. Files are
-never copied into the repository. Every file read is checked against a SHA-256 pinned here, so
+Each file is looked for in this order: an explicit argument (the CLI's ``--data-dir``), the
+``PEFT_BENCH_DATA`` environment variable, ``<project root>/../shared/data``, then the user cache
+(``$PEFT_BENCH_CACHE/data``); a file found nowhere is downloaded from its upstream repository
+into the cache (``tasks.download``: the same bytes, checked against the same checksum), and
+only when that fails too is it an error, one line naming every place tried. Files are never
+copied into the repository. Every file read is checked against a SHA-256 pinned here, so
 a run's numbers always refer to known bytes; ``TaskData.checksums`` carries them into run
 records. The Hugging Face hub is a fallback only when files are missing and the user opted in
 (``PEFT_BENCH_HUB=1`` or ``configure(hub=True)``): silently switching sources would change what
@@ -116,15 +119,41 @@ class DataSource:
     verify: bool = True
     pinned: dict[str, str] = field(default_factory=lambda: dict(PINNED))
     hub: bool = False
+    fallbacks: list[tuple[Path, str]] = field(default_factory=list)  # more folders, in order
+    download: bool = False  # fetch a pinned file found nowhere into the user cache
 
-    def missing(self, rels: Iterable[str]) -> list[Path]:
-        return [self.root / r for r in rels if not (self.root / r).is_file()]
+    def places(self) -> list[tuple[Path, str]]:
+        return [(self.root, self.origin), *self.fallbacks]
+
+    def locate(self, rel: str) -> tuple[Path | None, list[str]]:
+        """Where ``rel`` is (downloading it if allowed), or None and every place tried."""
+        tried = []
+        for root, origin in self.places():
+            if (root / rel).is_file():
+                return root / rel, tried
+            tried.append(f"{origin} {root}")
+        if self.download and rel in self.pinned:
+            from tasks import download
+
+            try:
+                return download.fetch(rel, self.pinned[rel]), tried
+            except download.DownloadError as err:
+                tried.append(f"download: {err}")
+        return None, tried
+
+    def missing(self, rels: Iterable[str]) -> list[str]:
+        return [r for r in rels if self.locate(r)[0] is None]
+
+    def not_found(self, rel: str, what: str = "data", hub_hint: str | None = None) -> DataError:
+        """The one-line error for a file found nowhere: every place tried, and how to supply it."""
+        _, tried = self.locate(rel)
+        return DataError(f"{what}: file {rel} not found; tried {'; '.join(tried)}. {how_to_supply(hub_hint)}")
 
     def checked(self, rel: str) -> tuple[Path, str]:
         """Path of a data file after verifying it; returns (path, sha256)."""
-        path = self.root / rel
-        if not path.is_file():
-            raise DataError(f"data file not found: {path} (data dir from {self.origin}). {how_to_supply()}")
+        path, _ = self.locate(rel)
+        if path is None:
+            raise self.not_found(rel)
         digest = sha256(path)
         if self.verify:
             expected = self.pinned.get(rel)
@@ -139,9 +168,17 @@ class DataSource:
 
 
 def current(data_dir: str | Path | None = None) -> DataSource:
-    """The source real runs use: resolved folder, pinned checksums, hub opt-in from settings."""
+    """The source real runs use: the folders in order, then a download into the user cache;
+    pinned checksums; the hub's converted datasets only as the user's opt-in."""
+    from tasks.download import cache_root
+
     root, origin = resolve_data_dir(data_dir)
-    return DataSource(root=root, origin=origin, hub=hub_enabled())
+    chain = [(root, origin)]
+    if os.environ.get(DATA_ENV) and origin != DATA_ENV:
+        chain.append((Path(os.environ[DATA_ENV]).expanduser(), DATA_ENV))
+    chain += [(DEFAULT_DATA_DIR, "../shared/data"), (cache_root(), "the user cache")]
+    chain = [(p, o) for i, (p, o) in enumerate(chain) if p not in [q for q, _ in chain[:i]]]
+    return DataSource(root=chain[0][0], origin=chain[0][1], hub=hub_enabled(), fallbacks=chain[1:], download=True)
 
 
 def hub_rows(path: str, config: str | None, split: str) -> tuple[list[dict], str]:

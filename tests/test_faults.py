@@ -561,18 +561,34 @@ def test_killed_bench_leaves_no_orphans_and_a_rerun_completes(tmp_path, capsys):
 # -- a fresh machine: data found or fetched, else one line naming every place tried ----------
 
 def test_missing_data_names_every_place_tried(tmp_path, capsys, monkeypatch):
-    from tasks import registry
+    from tasks import sources
 
-    monkeypatch.setenv("PEFT_BENCH_DATA", str(tmp_path / "env-data"))
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "shared-data")  # as on a fresh machine
     monkeypatch.setenv("PEFT_BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
-    registry.load.cache_clear() if hasattr(registry.load, "cache_clear") else None
+    monkeypatch.setenv("PEFT_BENCH_OFFLINE", "1")
     code, _, err = bench(capsys, *RUN, "--methods", "lora", "--tasks", "arc_e", "--data-dir", tmp_path / "given",
                          "--out", tmp_path / "o")
     line = assert_one_line_error(code, err, "arc_e")
-    for place in ("given", "cache", "hub"):
+    for place in ("given", "shared-data", "cache", "download", "--data-dir"):
         assert place in line, line
+
+
+def test_data_found_only_upstream_is_downloaded_into_the_cache(upstream, tmp_path, monkeypatch):
+    """A fresh machine with internet: the file comes by itself, verified, and is reused."""
+    import hashlib
+
+    from tasks import sources
+
+    (upstream / "dataset" / "x").mkdir(parents=True)
+    (upstream / "dataset" / "x" / "test.json").write_text("[1]")
+    rel = "llm-adapters/dataset/x/test.json"
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "shared-data")
+    monkeypatch.setitem(sources.PINNED, rel, hashlib.sha256(b"[1]").hexdigest())
+    source = sources.current(tmp_path / "given")
+    path, digest = source.checked(rel)
+    assert path.is_relative_to(tmp_path / "cache") and digest == sources.PINNED[rel]
+    (upstream / "dataset" / "x" / "test.json").unlink()  # offline from now on: the cached copy serves
+    assert sources.current(tmp_path / "given").checked(rel)[0] == path
 
 
 @pytest.fixture
