@@ -266,7 +266,7 @@ def test_table_and_report_skip_a_damaged_run_json_with_a_note(grid, tmp_path, ca
         assert (tmp_path / "report").is_dir()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not utf-8", "a list"])
+@pytest.mark.parametrize("damage", ["truncated", "a list"])  # not UTF-8: the --force/sweep case below
 def test_run_reruns_a_damaged_run_and_keeps_the_rest(grid, capsys, damage):
     lora, full = run_json(grid, "lora"), run_json(grid, "full")
     intact = full.read_bytes()
@@ -496,6 +496,7 @@ def test_two_processes_converting_the_model_cache_both_succeed(tmp_path):
         ["smollm2-135m-instruct-q4_1-fp32"]
 
 
+@pytest.mark.slow  # two bench processes, each importing torch and training: a minute or two
 def test_two_runs_on_one_out_do_each_run_once(tmp_path):
     argv = [*BENCH, *RUN, "--methods", "lora,full", "--out", str(tmp_path)]
     procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
