@@ -67,11 +67,6 @@ class _suppress:
         return True
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
 def run_dir(out: Path, run_id: str) -> Path:
     return Path(out) / "runs" / run_id
 
