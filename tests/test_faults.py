@@ -138,6 +138,15 @@ def test_bad_run_values_are_one_line_before_anything_runs(tmp_path, capsys, extr
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("setting, needles", [("num_beams=0", ["num_beams", "0"]), ("eval_limit=-1", ["eval_limit"]),
+                                              ("precision=fp16", ["precision", "bf16"]), ("lr=1", ["lr", "valid"])])
+def test_bad_eval_values_are_one_line(tmp_path, capsys, setting, needles):
+    code, _, err = bench(capsys, "eval", "--model", "tiny-llama", "--tasks", "synthetic", "--set", setting,
+                         "--no-progress", "--out", tmp_path)
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unknown_peft_tuner_lists_the_valid_ones(tmp_path, capsys):
     code, _, err = bench(capsys, *RUN, "--methods", "peft:nosuch", "--out", tmp_path)
     line = assert_one_line_error(code, err, "peft:nosuch")
