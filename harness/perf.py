@@ -96,7 +96,7 @@ def _floor(cfg: PerfConfig, shape: dict[str, Any], device: torch.device, batch: 
 def _method(name: str, cfg: PerfConfig, shape: dict[str, Any], device: torch.device,
             batch: dict[str, torch.Tensor]) -> Contender:
     spec = registry.get(name)
-    method_cfg, train = build_configs(spec, cfg.overrides, None, TrainConfig())
+    method_cfg, train, _ = build_configs(spec, cfg.overrides, None, TrainConfig())
     model = build_llama(shape, seed=cfg.seed).to(device)
     total = 10**9  # long cosine: the LR stays near its peak, as in the middle of a real run
     ctx = TrainContext(lr=train.lr, total_steps=total, warmup_steps=0, grad_clip=train.grad_clip or None,

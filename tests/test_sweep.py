@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from harness import cli, records, sweep
+from harness import cli, plan, records, sweep
 from harness.config import RunConfig
 from harness.driver import validation_items
+from harness.sweep.grid import grid, points
 from tasks import registry as tasks
 
 SWEEP = """
@@ -33,12 +34,17 @@ def _write(tmp_path, text, name="s.yaml"):
 
 
 def _ids(argv):
-    return [cfg.run_id for cfg in cli.plan_runs(cli.build_parser().parse_args(argv))]
+    """The run ids ``bench run ARGV`` would plan."""
+    return [cfg.run_id for cfg in plan.runs(cli.run_grid(cli.build_parser().parse_args(argv)))]
+
+
+def _planned(spec):
+    return [cfg for point in points(spec) for cfg in plan.runs(grid(spec, point))]
 
 
 def test_a_sweep_has_the_run_ids_of_the_equivalent_bench_run_commands(tmp_path):
     spec = sweep.load(_write(tmp_path, SWEEP))
-    got = [cfg.run_id for point in sweep.points(spec) for cfg in sweep.plans(spec, point)]
+    got = [cfg.run_id for cfg in _planned(spec)]
     common = ["run", "--model", "tiny-llama", "--tasks", "synthetic,arc_e", "--per-task", "--seeds", "0,1",
               "--retention", "none", "--max-steps", "2", "--eval-limit", "6", "--set", "eval_batch_size=8"]
     lora = ["--methods", "lora", "--set", "lora.r=4", "--set", "lora.lora_alpha=8"]
@@ -59,13 +65,13 @@ lora = {lr = [1e-4, 3e-3], "lora.r" = 4}
 full = {}
 """, "s.toml")
     spec = sweep.load(toml)
-    assert sorted(cfg.run_id for p in sweep.points(spec) for cfg in sweep.plans(spec, p)) == sorted(want)
+    assert sorted(cfg.run_id for cfg in _planned(spec)) == sorted(want)
 
 
 def test_dry_run_lists_statuses_and_the_resubmission_policy(tmp_path, capsys):
     path = _write(tmp_path, SWEEP)
     spec = sweep.load(path)
-    cfgs = [cfg for p in sweep.points(spec) for cfg in sweep.plans(spec, p)]
+    cfgs = _planned(spec)
     for cfg, status, error in zip(cfgs, ["ok", "failed", "running", "failed"], [None, "OutOfMemoryError", None,
                                                                                 "KeyboardInterrupt"]):
         records.atomic_write_json(records.run_dir(tmp_path, cfg.run_id) / "run.json",
