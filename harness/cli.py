@@ -320,7 +320,7 @@ def summary_table(df: Any) -> str:
 # -- bench eval / list ---------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from harness import plan
+    from harness import plan, records
     from harness.config import split_overrides
     from harness.driver import eval_only
     from harness.environment import pick_device
@@ -343,7 +343,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     err = record.get("error", {})
     print(f"bench eval: FAILED ({err.get('type')}: {err.get('message', '')[:300]}) -> "
-          f"{args.out.resolve()}/runs/{cfg.run_id}")
+          f"{records.run_dir(args.out.resolve(), cfg.run_id)}")
     return 1
 
 

@@ -93,6 +93,7 @@ def test_dry_run_lists_statuses_and_the_resubmission_policy(tmp_path, capsys):
 @pytest.mark.parametrize("text, needle", [
     ("methods: [lora]\ntasks: [synthetic]\nnosuch: 1\n", "unknown key(s) nosuch"),
     ("methods: [lora]\ntasks: [synthetic]\nbudget: {max_steps: 2, epochs: 1}\n", "max_steps or epochs"),
+    ("methods: [lora]\ntasks: [synthetic]\nbudget: {max_steps: 2.5}\n", "max_steps '2.5' is not an integer"),
     ("methods: [lora]\ntasks: [synthetic]\nset: {dora.r: 4}\n", "not a method of the sweep"),
     ("methods: [lora]\ntasks: [synthetic]\nset: {nosuch: 4}\n", "unknown trainer key"),
     ("methods: [lora]\ntasks: [synthetic]\nselect: {over: lr, metric: acc}\n", "select.metric"),
