@@ -7,9 +7,9 @@
              continued model, checkpointed after every stage so an interrupted sequence resumes)
     finish   validation items, forgetting figures, costs, the method's own facts
 
-``eval_only`` (``bench eval``) is the same recipe without adapt and stages. The record is built
-and saved by ``runfolder.RunFolder`` only. Knows nothing about any particular method or task: it
-asks the registries.
+``eval_only`` (``bench eval``) is the same recipe's setup and evaluation, phase ``eval``. The
+record's fields are filled here, in recipe order; ``runfolder.RunFolder`` holds it and is the only
+writer of the run folder. Knows nothing about any particular method or task: it asks the registries.
 """
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ def validation_items(cfg: RunConfig, task_name: str) -> list[Any]:
     return [train[i] for i in sorted(random.Random(VALIDATION_SEED).sample(range(len(train)), cfg.validation))]
 
 
-# -- finish (rewritten against the metrics catalogue in issue 14) -------------------------
+# -- the run's figures: costs and derived metrics --------------------------------------------
 
 def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, calibration_time_s: float,
            adapted: Adapted, base_params: int) -> dict[str, tuple[float, str]]:
