@@ -36,6 +36,7 @@ def _ids(argv):
     return [cfg.run_id for cfg in cli.plan_runs(cli.build_parser().parse_args(argv))]
 
 
+@pytest.mark.needs_data
 def test_a_sweep_has_the_run_ids_of_the_equivalent_bench_run_commands(tmp_path):
     spec = sweep.load(_write(tmp_path, SWEEP))
     got = [cfg.run_id for point in sweep.points(spec) for cfg in sweep.plans(spec, point)]
@@ -62,6 +63,7 @@ full = {}
     assert sorted(cfg.run_id for p in sweep.points(spec) for cfg in sweep.plans(spec, p)) == sorted(want)
 
 
+@pytest.mark.needs_data
 def test_dry_run_lists_statuses_and_the_resubmission_policy(tmp_path, capsys):
     path = _write(tmp_path, SWEEP)
     spec = sweep.load(path)
@@ -111,6 +113,7 @@ def test_validation_items_are_training_items_held_out_of_training():
     assert "validation" not in RunConfig(**{**cfg.__dict__, "validation": 0}).resolved()  # old run ids kept
 
 
+@pytest.mark.slow
 def test_select_tunes_lr_on_validation_accuracy_then_runs_the_chosen_lr(tmp_path, capsys):
     path = _write(tmp_path, """
 model: tiny-llama
