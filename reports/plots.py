@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness import metrics  # noqa: E402
 from harness.metrics import MIB, TRAIN  # noqa: E402
 from reports.load import Results, allocated_ranks, reselections  # noqa: E402
 from reports.tables import BASE_LABEL, Table, first_runs, peak_memory, rank_data, sequential_matrix  # noqa: E402
@@ -209,7 +210,7 @@ def sequential_heatmaps(res: Results, out: Path) -> list[Figure]:
     for run in res.ok_runs():
         matrix = sequential_matrix(res.df, run.run_id)
         if not matrix.empty:
-            by_label.setdefault((run.config.get("model", "?"), run.label), []).append(matrix * 100)
+            by_label.setdefault((run.config.get("model", "?"), run.label), []).append(matrix * metrics.get("acc").scale)
     if not by_label:
         return []
     items = sorted(by_label.items())[:MAX_PANELS]

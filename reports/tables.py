@@ -238,7 +238,8 @@ def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False
     base = df[df.phase.isin([BEFORE, EVAL]) & (df.metric == metric) & df.model.isin(set(after.model))]
     base = base.drop_duplicates(["model", "task", "protocol", "data_sha256", "eval_limit", "value"])
     base = base.assign(label=BASE_LABEL, reference=True)
-    data = _sort_rows(pd.concat([base, after])).assign(value=lambda d: d.value * 100)
+    scale = metrics.get(metric).scale  # fractions shown in percent
+    data = _sort_rows(pd.concat([base, after])).assign(value=lambda d: d.value * scale)
     others = sorted(set(after.task) - set(TASKS))
     tables = []
     for name, title, tasks in (("commonsense", "Commonsense reasoning", [t for t in TASKS if t in set(after.task)]),
@@ -249,7 +250,7 @@ def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False
         table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=TASK_HEADERS,
                       title=f"{title}: {metric} after training (%)", avg="Avg",
                       better=metrics.get(metric).higher_is_better, allow_mixed=allow_mixed)
-        chance = part.dropna(subset=["chance"]).groupby("task").chance.first() * 100
+        chance = part.dropna(subset=["chance"]).groupby("task").chance.first() * scale
         cells = {t: Cell(float(chance[t]), None, 1) for t in table.columns if t in chance}
         if all(t in cells for t in table.columns[:-1]):
             cells["Avg"] = Cell(float(chance[table.columns[:-1]].mean()), None, 1)
@@ -333,7 +334,7 @@ def forgetting_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     tables = []
     retention = retention_data(res.df)
     if not retention.empty:
-        data = _sort_rows(retention.assign(value=retention.value * 100))
+        data = _sort_rows(retention.assign(value=retention.value * metrics.get("forgetting").scale))
         table = pivot(data, ["model", "label"], "task", name="forgetting", headers=TASK_HEADERS,
                       order=TASKS + sorted(set(data.task) - set(TASKS)), avg="Mean",
                       better=metrics.get("forgetting").higher_is_better,
@@ -379,7 +380,7 @@ def sequential_matrices(df: pd.DataFrame) -> pd.DataFrame:
         g = g.assign(_stage=g.phase.map(stage_number), _task=g.task.map(lambda t: order.get(t, len(order))))
         parts.append(g.sort_values(["_stage", "_task"], kind="stable").drop(columns=["_stage", "_task"]))
     out = pd.concat(parts)
-    return out.assign(value=out.value * 100)
+    return out.assign(value=out.value * metrics.get("acc").scale)
 
 
 def sequential_data(df: pd.DataFrame) -> pd.DataFrame:
