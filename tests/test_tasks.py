@@ -307,6 +307,7 @@ def test_malformed_commonsense_file_through_the_cli_is_one_line(tmp_path, capsys
         assert "\n" not in err and f"{path}: record 1: missing or non-text field" in err
 
 
+@needs_shared
 def test_tiny_model_context_fits_every_commonsense_request():
     """tiny-llama scores with byte tokens: its context must hold the longest request of any task."""
     from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer
