@@ -424,7 +424,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from harness.config import ConfigError
-    from methods.localized_lora_synth import main as synth_main
+    from methods.localized_lora.synth import main as synth_main
 
     ranks = [int(r) for r in _csv(args.ranks)]
     bad = [r for r in ranks if r % args.blocks or r <= 0]

@@ -26,8 +26,9 @@ import torch
 from harness import metrics, records
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict, method_context
 from harness.data import TrainBatches
-from harness.forgetting import backward_transfer, final_average, retention_forgetting, sequential_forgetting
-from harness.measure import MemoryProbe, param_bytes, total_params
+from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
+                                sequential_forgetting)
+from harness.measure import MemoryProbe, param_bytes, step_summary, total_params
 from harness.models import cache_dir, load_model
 from harness.runfolder import RunFolder
 from harness.trainer import TrainResult, train
@@ -265,51 +266,51 @@ def validation_items(cfg: RunConfig, task_name: str) -> list[Any]:
 
 def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, calibration_time_s: float,
            adapted: Adapted, base_params: int) -> dict[str, tuple[float, str]]:
-    """The run's cost figures with their units (measurement.md), over every stage's steps."""
+    """The run's cost figures with their catalogue units, over every stage's steps; the first
+    stage's profiled step is the one excluded from timing and the one whose profile is reported."""
     first = results[0]
-    merged = TrainResult(steps=[s for r in results for s in r.steps], profile=first.profile,
-                         profiled_step=first.profiled_step)
-    stats = merged.stats(tc.timing_warmup_steps)
-    units = {"step_time_steps": "count", "tokens_per_s": "tokens/s"}
+    steps = [s for r in results for s in r.steps]
     trainable = adapted.trainable_params()
-    last = merged.steps[-5:]
-    return {
-        **{k: (v, units.get(k, "s")) for k, v in stats.items()},
-        "train_time_s": (sum(r.train_time_s for r in results), "s"),
-        "calibration_time_s": (calibration_time_s, "s"),
-        **{k: (v, "bytes") for k, v in probe.figures.items() if k.endswith("_bytes")},
-        "trainable_params": (trainable, "count"),
-        "total_params": (base_params, "count"),
-        "trainable_pct": (100.0 * trainable / base_params, "%"),
-        "param_bytes": (param_bytes(adapted.model), "bytes"),
-        **{k: (v, "flops" if k.startswith("flops") else "bytes") for k, v in first.profile.items()},
-        "final_loss": (sum(s["loss"] for s in last) / len(last), "nats"),
-        "steps": (len(merged.steps), "count"),
+    last = steps[-5:]
+    figures = {
+        **step_summary(steps, tc.timing_warmup_steps, excluded={first.profiled_step}),
+        "train_time_s": sum(r.train_time_s for r in results),
+        "calibration_time_s": calibration_time_s,
+        **{k: v for k, v in probe.figures.items() if metrics.unit(k) == "bytes"},
+        "trainable_params": trainable,
+        "total_params": base_params,
+        "trainable_pct": 100.0 * trainable / base_params,
+        "param_bytes": param_bytes(adapted.model),
+        **first.profile,
+        "final_loss": sum(s["loss"] for s in last) / len(last),
+        "steps": len(steps),
     }
+    return {k: (v, metrics.unit(k)) for k, v in figures.items()}
 
 
 def derived_metrics(cfg: RunConfig, evals: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Forgetting figures (measurement.md): retention, sequential matrix, BWT, LM-loss change."""
+    """Forgetting figures (harness/forgetting.py): retention, sequential matrix, BWT, LM-loss change."""
     acc = {(e["task"], e["phase"]): next(m["value"] for m in e["metrics"] if m["name"] == "acc") for e in evals}
-    last = f"stage-{len(cfg.train_tasks)}" if cfg.sequence else "after"
+    last = metrics.stage(len(cfg.train_tasks)) if cfg.sequence else metrics.AFTER
+
+    def figure(task: str, name: str, value: float, **extra: Any) -> dict[str, Any]:
+        return {"task": task, "phase": last, "metric": name, "value": value, "unit": metrics.unit(name), **extra}
+
     out: list[dict[str, Any]] = []
-    retention = [t for t in cfg.retention_tasks if (t, "before") in acc and (t, last) in acc]
+    retention = [t for t in cfg.retention_tasks if (t, metrics.BEFORE) in acc and (t, last) in acc]
     if retention:
-        lost = retention_forgetting({t: acc[(t, "before")] for t in retention}, {t: acc[(t, last)] for t in retention})
-        out += [{"task": t, "phase": last, "metric": "forgetting", "value": v, "unit": "fraction"} for t, v in lost.items()]
-        out.append({"task": "retention-mean", "phase": last, "metric": "forgetting",
-                    "value": sum(lost.values()) / len(lost), "unit": "fraction", "n": len(lost)})
+        lost = retention_forgetting({t: acc[(t, metrics.BEFORE)] for t in retention},
+                                    {t: acc[(t, last)] for t in retention})
+        out += [figure(t, "forgetting", v) for t, v in lost.items()]
+        out.append(figure("retention-mean", "forgetting", mean_forgetting(lost.values()), n=len(lost)))
     if cfg.sequence:
         seq = list(cfg.train_tasks)
-        R = [[acc[(t, f"stage-{i + 1}")] for t in seq] for i in range(len(seq))]
-        record["accuracy_matrix"] = {"rows": [f"stage-{i + 1}" for i in range(len(seq))], "cols": seq, "R": R}
-        out.append({"task": "sequence", "phase": last, "metric": "final_avg_acc", "value": final_average(R),
-                    "unit": "fraction"})
-        out.append({"task": "sequence", "phase": last, "metric": "bwt", "value": backward_transfer(R),
-                    "unit": "fraction"})
-        out += [{"task": t, "phase": last, "metric": "forgetting", "value": v, "unit": "fraction"}
-                for t, v in zip(seq, sequential_forgetting(R))]
+        rows = [metrics.stage(i + 1) for i in range(len(seq))]
+        R = [[acc[(t, row)] for t in seq] for row in rows]
+        record["accuracy_matrix"] = {"rows": rows, "cols": seq, "R": R}
+        out.append(figure("sequence", "final_avg_acc", final_average(R)))
+        out.append(figure("sequence", "bwt", backward_transfer(R)))
+        out += [figure(t, "forgetting", v) for t, v in zip(seq, sequential_forgetting(R))]
     if "text_loss_before" in record and "text_loss_after" in record:
-        out.append({"task": "retention-text", "phase": last, "metric": "lm_loss_forgetting",
-                    "value": record["text_loss_after"] - record["text_loss_before"], "unit": "nats"})
+        out.append(figure("retention-text", "lm_loss_forgetting", record["text_loss_after"] - record["text_loss_before"]))
     return out

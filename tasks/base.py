@@ -66,7 +66,7 @@ class Task:
     # formats one example into per-choice (context, continuation) requests
     format_requests: Callable[[Example], list[tuple[str, str]]] | None = None
     protocols: tuple[str, ...] = ("likelihood", "generate")  # what the task's examples support
-    max_new_tokens: int = 32  # generation budget of the generation protocol (evaluation.md)
+    max_new_tokens: int = 32  # generation budget of the generation protocol (tasks/EVALUATION.md)
     extra: dict = field(default_factory=dict)
 
     def requests(self, ex: Example) -> list[tuple[str, str]]:

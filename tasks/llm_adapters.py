@@ -6,7 +6,7 @@ the first case-sensitive occurrence of one of the task's answer labels ("answer1
 "true"/"false", ...), or for math the last number (fractions allowed), compared numerically
 with a tolerance of 1e-3 as LLM-Adapters' ``evaluate.py`` does.
 
-Templates are copied character for character from LLM-Adapters (evaluation.md; the with-input
+Templates are copied character for character from LLM-Adapters (EVALUATION.md; the with-input
 variants from their ``commonsense_evaluate.py`` / ``finetune.py``): the training copy differs
 from the evaluation copy (two spaces after "request." and blank lines holding 16 spaces), and a
 model trained on one is evaluated on the other, exactly as in their code.

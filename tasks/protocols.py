@@ -3,9 +3,9 @@
 A protocol says how a task's examples become training text and how a model is scored on them:
 
 * ``likelihood`` (default): multiple choice by summed log-likelihood, lm-evaluation-harness
-  style; ``acc`` and ``acc_norm`` (evaluation.md, protocol 1);
+  style; ``acc`` and ``acc_norm`` (EVALUATION.md, protocol 1);
 * ``generate``: LLM-Adapters' instruction template, free generation, answer extraction;
-  ``acc`` (evaluation.md, protocol 2).
+  ``acc`` (EVALUATION.md, protocol 2).
 
 A backend says who runs the protocol: ``native`` (our scorer and generator) or ``lm-eval``
 (lm-evaluation-harness's HFLM on the same in-memory model, ``tasks.lm_eval_bridge``). The

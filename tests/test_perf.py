@@ -18,6 +18,7 @@ def baseline():
     return measure(PerfConfig(**CFG), progress=False)
 
 
+@pytest.mark.slow
 def test_perf_reports_ratios_and_memory(baseline):
     rows = baseline["methods"]
     assert set(rows) == {"floor", "lora"}
@@ -30,12 +31,14 @@ def test_perf_reports_ratios_and_memory(baseline):
     assert lora["flops_per_step"] > rows["floor"]["flops_per_step"]
 
 
+@pytest.mark.slow
 def test_unmodified_code_passes_its_own_baseline(baseline):
     again = measure(PerfConfig(**CFG), progress=False)
     findings, _ = perfcheck.compare(baseline, again)
     assert findings and not [f for f in findings if f.regressed], perfcheck.markdown(findings, [], "baseline")
 
 
+@pytest.mark.slow
 def test_an_injected_slowdown_fails_the_check(baseline, monkeypatch):
     from methods.peft_tuners import PeftAdapted
 
@@ -76,6 +79,7 @@ def test_tolerance_rule_and_deterministic_figures():
         perfcheck.compare(base, other)
 
 
+@pytest.mark.slow
 def test_cli_check_update_and_summary(tmp_path, monkeypatch):
     path = tmp_path / "base.json"
     args = ["perf", "--shape", "tiny", "--methods", "lora", "--batch-size", "2", "--seq-len", "32", "--rounds", "3",
@@ -102,6 +106,7 @@ def test_bad_perf_options_are_one_line(args, needle, capsys):
     assert needle in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_profile_breakdown_counts_losia_pro_gathers_per_step(capsys):
     """Outside its profiling windows every LoSiA-Pro target gathers x[:, C] in forward and
     grad_out[:, R] in backward: 2 gathers per target per step, none in the floor."""

@@ -98,6 +98,8 @@ def test_worker_process_executor(tmp_path):
     assert rec["status"] == "ok" and rec["costs"]["peak_rss_bytes"][0] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_readme_tiny_command_with_default_retention(tmp_path):
     """The README's first check (arc_e on tiny-llama) with its default retention set: every other
     commonsense task is scored before and after, so each must fit the tiny model's context."""
@@ -111,6 +113,7 @@ def test_readme_tiny_command_with_default_retention(tmp_path):
     assert retention <= set(df[df.metric == "forgetting"].task)
 
 
+@pytest.mark.needs_data
 def test_eval_refuses_an_unresolvable_model_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = ["eval", "--model", "nosuch-org/nosuch-model", "--tasks", "arc_e", "--out", str(tmp_path)]

@@ -42,6 +42,7 @@ def _planned(spec):
     return [cfg for point in points(spec) for cfg in plan.runs(grid(spec, point))]
 
 
+@pytest.mark.needs_data
 def test_a_sweep_has_the_run_ids_of_the_equivalent_bench_run_commands(tmp_path):
     spec = sweep.load(_write(tmp_path, SWEEP))
     got = [cfg.run_id for cfg in _planned(spec)]
@@ -68,6 +69,7 @@ full = {}
     assert sorted(cfg.run_id for cfg in _planned(spec)) == sorted(want)
 
 
+@pytest.mark.needs_data
 def test_dry_run_lists_statuses_and_the_resubmission_policy(tmp_path, capsys):
     path = _write(tmp_path, SWEEP)
     spec = sweep.load(path)
@@ -118,6 +120,7 @@ def test_validation_items_are_training_items_held_out_of_training():
     assert "validation" not in RunConfig(**{**cfg.__dict__, "validation": 0}).resolved()  # old run ids kept
 
 
+@pytest.mark.slow
 def test_select_tunes_lr_on_validation_accuracy_then_runs_the_chosen_lr(tmp_path, capsys):
     path = _write(tmp_path, """
 model: tiny-llama

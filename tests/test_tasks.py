@@ -13,8 +13,8 @@ from tasks.commonsense import SPECS
 from tasks.sources import DataError, DataSource
 from tasks.splits import carve
 
-SHARED = sources.DEFAULT_DATA_DIR
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"offline benchmark data not at {SHARED}")
+SHARED = sources.resolve_data_dir()[0]  # the configured folder (tests/conftest.py)
+needs_shared = pytest.mark.needs_data
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,7 @@ SIZES = {  # task -> (train, test) after splitting
 }
 
 
+@needs_shared
 @pytest.mark.parametrize("name", list(SPECS))
 def test_first_record_parses(shared, name):
     ex_id, question, n, gold, first = FIRST_RECORDS[name]
@@ -58,6 +59,7 @@ def test_first_record_parses(shared, name):
     assert ex.output == f"the correct answer is {ex.answer}"
 
 
+@needs_shared
 @pytest.mark.parametrize("name", list(SPECS))
 def test_sizes_and_checksums(shared, name):
     data = shared[name]
@@ -65,6 +67,7 @@ def test_sizes_and_checksums(shared, name):
     assert data.checksums == {rel: sources.PINNED[rel] for rel in SPECS[name].files()}
 
 
+@needs_shared
 def test_boolq_requests(shared):
     ex = by_id(shared["boolq"], "test-1")
     assert ex.answer == "true" and ex.gold == 1
@@ -74,6 +77,7 @@ def test_boolq_requests(shared):
     ]
 
 
+@needs_shared
 def test_generic_requests(shared):
     ex = by_id(shared["obqa"], "test-1")
     reqs = registry.get("obqa").requests(ex)
@@ -81,6 +85,7 @@ def test_generic_requests(shared):
     assert len({c for c, _ in reqs}) == 1
 
 
+@needs_shared
 def test_hellaswag_format(shared):
     ex = by_id(shared["hellaswag"], "test-0")
     assert ex.instruction == (
@@ -93,6 +98,7 @@ def test_hellaswag_format(shared):
     assert registry.get("hellaswag").requests(ex)[3] == (ex.question, " starts pulling up roofing on a roof.")
 
 
+@needs_shared
 def test_winogrande_partial_contexts(shared):
     ex = by_id(shared["winogrande"], "test-0")
     assert registry.get("winogrande").requests(ex) == [
@@ -101,6 +107,7 @@ def test_winogrande_partial_contexts(shared):
     ]
 
 
+@needs_shared
 def test_arc_variable_choice_counts(shared):
     counts = {len(ex.choices) for ex in shared["arc_e"].test}
     assert counts == {3, 4, 5}
@@ -232,6 +239,7 @@ def test_carve_caps_at_1000():
     assert len(train) == 1000 and len(test) == 9000 and test == sorted(test)
 
 
+@needs_shared
 def test_carved_task_never_trains_on_test_text(shared):
     data = shared["siqa"]
     assert not {ex.instruction for ex in data.train} & {ex.instruction for ex in data.test}
@@ -239,6 +247,7 @@ def test_carved_task_never_trains_on_test_text(shared):
     assert "carved" in data.split_note and data.test == sorted(data.test, key=lambda e: int(e.id.split("-")[1]))
 
 
+@needs_shared
 def test_official_train_overlap_dropped(shared):
     note = shared["arc_e"].split_note
     assert "2 train items identical to test items dropped" in note
@@ -298,6 +307,7 @@ def test_malformed_commonsense_file_through_the_cli_is_one_line(tmp_path, capsys
         assert "\n" not in err and f"{path}: record 1: missing or non-text field" in err
 
 
+@needs_shared
 def test_tiny_model_context_fits_every_commonsense_request():
     """tiny-llama scores with byte tokens: its context must hold the longest request of any task."""
     from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer
