@@ -294,7 +294,7 @@ def _retention(option: str, trained: list[str]) -> tuple[str, ...]:
         return ()
     if option != "auto":
         return tuple(tasks.expand(option))
-    suites = [members for members in tasks.SUITES.values() if set(trained) & set(members)]
+    suites = [members for members in tasks.suites().values() if set(trained) & set(members)]
     return tuple(t for members in suites for t in members if t not in trained)
 
 

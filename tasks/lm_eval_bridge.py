@@ -35,9 +35,8 @@ import torch
 from torch import nn
 
 from tasks import generation, likelihood, llm_adapters, sources
-from tasks.base import Example, Task, TaskData
-from tasks.protocols import EvalSettings, Evaluation, ProtocolError, generation_prompt, likelihood_prompt, metric
-from tasks.registry import UnknownTask
+from tasks.base import Example, Task, TaskData, UnknownTask
+from tasks.evaluation import EvalSettings, Evaluation, ProtocolError, generation_prompt, likelihood_prompt, metric
 
 HELPER_MODULE = "peft_bench_lm_eval"  # written beside generation YAMLs for ``process_results``
 _HELPER_SOURCE = (
@@ -68,7 +67,7 @@ def likelihood_docs(task: Task, examples: Sequence[Example]) -> tuple[list[dict[
         docs = [{"id": ex.id, "context": reqs[0][0], "choices": [strip(c) for _, c in reqs], "gold": ex.gold}
                 for ex, reqs in zip(examples, per_item)]
         fields = {"doc_to_text": "context", "doc_to_choice": "choices", "doc_to_target": "gold",
-                  "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]}
+                  "metric_list": [{"metric": m} for m in task.metrics]}
     elif all(len({cont for _, cont in reqs}) == 1 for reqs in per_item):
         docs = [{"id": ex.id, "contexts": [ctx for ctx, _ in reqs], "continuation": strip(reqs[0][1]), "gold": ex.gold}
                 for ex, reqs in zip(examples, per_item)]
@@ -84,7 +83,7 @@ def likelihood_docs(task: Task, examples: Sequence[Example]) -> tuple[list[dict[
 def generation_docs(task: Task, examples: Sequence[Example], settings: EvalSettings
                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     docs = [{"id": ex.id, "prompt": llm_adapters.eval_prompt(ex), "gold": llm_adapters.gold_answer(task, ex),
-             "answer_type": task.answer_type, "vocabulary": list(task.vocabulary)} for ex in examples]
+             "answer_type": task.answer_type, "vocabulary": list(task.extraction_vocabulary(ex))} for ex in examples]
     kwargs = {"until": [], "max_gen_toks": settings.max_new_tokens or task.max_new_tokens, "do_sample": False}
     if settings.num_beams > 1:
         kwargs["num_beams"] = settings.num_beams
