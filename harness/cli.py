@@ -408,13 +408,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_model(args.model)
     rows = eval_only(args.model, names, train, args.out, pick_device(args.device), not args.no_progress,
                      protocol, args.eval_backend)
-    print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
+    width = max([12, *(len(r["task"]) for r in rows)])  # names in full: a file: path's tail says nothing
+    print(f"\n{'task':<{width}} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
     for r in rows:
         m = {x["name"]: x for x in r["metrics"]}
         first = m.get("acc") or next(iter(m.values()))
         chance = f"{r['chance']:.3f}" if r.get("chance") is not None else "-"
         norm = f"{m['acc_norm']['value']:>9.3f}" if "acc_norm" in m else f"{'-':>9}"
-        print(f"{r['task'][-12:]:<12} {first['value']:>7.3f} {float('nan') if first['stderr'] is None else first['stderr']:>7.3f} {norm} "
+        print(f"{r['task']:<{width}} {first['value']:>7.3f} {float('nan') if first['stderr'] is None else first['stderr']:>7.3f} {norm} "
               f"{first['n'] or 0:>5} {chance:>7}  {r['protocol']}/{r['backend']}/{r['prompt']}")
     return 0
 

@@ -50,7 +50,7 @@ def read_llm_adapters(path: Path) -> list[Doc]:
             hint = ("; it looks like JSON lines (one record per line): describe it in a task file with "
                     "data.format: jsonl and a field mapping (and data.test.labels for a separate labels file, "
                     "as PIQA's valid.jsonl + valid-labels.lst); see the README, 'Your own benchmark'")
-        raise DataError(f"{path}: not an LLM-Adapters JSON list of records ({err}){hint}") from None
+        raise DataError(f"{path}: not valid JSON, as an LLM-Adapters list of records needs ({err}){hint}") from None
     if not isinstance(records, list) or not records:
         raise DataError(f"{path}: expected a non-empty JSON list of LLM-Adapters records "
                         f"{{instruction, input, output, answer}}")
@@ -277,7 +277,7 @@ def read_ref(ref: FileRef, fmt: str, base: Path, source: DataSource) -> tuple[li
 def hub_docs(path: str, name: str | None, split: str) -> tuple[list[Doc], dict[str, str], str]:
     rows, fingerprint = sources.hub_rows(path, name, split)
     label = path + (f" ({name})" if name else "")
-    return rows, {f"hub:{label}:{split}": fingerprint}, f"hub {label} split {split!r}"
+    return rows, {f"hub:{label}:{split}": fingerprint}, f"hub:{label} split {split!r}"
 
 
 def _missing(refs: list[FileRef], base: Path) -> list[Path]:
@@ -358,9 +358,10 @@ def suite_pool(suite: SuiteSpec, members: list[TaskSpec], source: DataSource) ->
 
 
 def load_test(spec: TaskSpec, source: DataSource) -> tuple[list[Example], dict[str, str], str, str]:
-    """(test examples, checksums, where, note) from the files, else (opted in) the hub."""
+    """(test examples, checksums, where, note) from the files when every file the task reads is
+    there, else (opted in) the hub for all of them: one task, one source."""
     base = spec.base_dir(source.root)
-    missing = _missing([spec.test], base)
+    missing = _missing([spec.test] + ([spec.train] if isinstance(spec.train, FileRef) else []), base)
     if not missing:
         docs, sums, where = read_ref(spec.test, spec.format, base, source)
         return to_examples(spec, docs, where, "test", spec.fields), sums, where, f"test: {spec.test.path}"
@@ -402,11 +403,7 @@ def load(spec: TaskSpec, source: DataSource, suite: tuple[SuiteSpec, list[TaskSp
             docs, sums, twhere = hub_docs(spec.hub.path, spec.hub.name, spec.hub.train_split)
             train_all = to_examples(spec, docs, twhere, "train", spec.hub.fields or spec.fields)
         else:
-            base = spec.base_dir(source.root)
-            if missing := _missing([spec.train], base):
-                raise DataError(f"{spec.name}: data not found: {missing[0]} (data.train of {spec.file}). "
-                                f"{sources.how_to_supply(spec.hub.label() if spec.hub else None)}")
-            docs, sums, twhere = read_ref(spec.train, spec.format, base, source)
+            docs, sums, twhere = read_ref(spec.train, spec.format, spec.base_dir(source.root), source)
             train_all = to_examples(spec, docs, twhere, "train", spec.fields)
         checksums = {**checksums, **sums}
         seen = {ex.instruction for ex in test}
