@@ -94,7 +94,11 @@ def get(name: str) -> Task:
     if name not in _tasks:
         task = _make(name)
         if task.name in _tasks:  # the same task asked for by another spelling (a relative path)
-            task = _tasks[task.name]
+            other = _tasks[task.name]
+            if other.extra.get("file") != task.extra.get("file"):
+                raise taskfile.TaskFileError(f"{task.extra.get('file')}: field 'task': {task.name!r} is already the "
+                                             f"name of {other.extra.get('file')}; task names must be unique")
+            task = other
         _tasks[name] = _tasks[task.name] = task
     return _tasks[name]
 

@@ -21,7 +21,7 @@ Task file (every key but ``task`` and ``data.test`` optional; the README has exa
       fields: {question: goal, choices: [sol1, sol2], gold: label}   # jsonl / text records
       preprocess: hellaswag                   # a named doc transform (tasks.configured.PREPROCESS)
       hub: {path: allenai/ai2_arc, name: ARC-Easy, test_split: test, train_split: train, fields: {...}}
-    likelihood:                               # omit for generation only
+    likelihood:                               # lm-eval's defaults below; false = generation only
       form: per_choice                        # or partial (the choice fills the "_" of the question)
       context: "Question: {question}\\nAnswer:"
       continuation: " {choice}"
@@ -194,10 +194,11 @@ def _file_ref(f: _Fields, key: str, suite_source: bool = False) -> FileRef | Non
     return ref
 
 
-def _likelihood(f: _Fields) -> dict[str, Any] | None:
-    sub = f.sub("likelihood")
-    if sub is None:
+def _likelihood(f: _Fields, answer: str) -> dict[str, Any] | None:
+    """The likelihood protocol's settings: lm-eval's defaults for a choice task unless ``false``."""
+    if f.data.get("likelihood") is False or answer == "number" and "likelihood" not in f.data:
         return None
+    sub = f.sub("likelihood") or _Fields(f.file, {}, "likelihood")
     sub.check_keys({"form", "context", "continuation", "metrics"})
     metrics = sub.get("metrics", list, list(METRICS))
     if not metrics or any(m not in METRICS for m in metrics):
@@ -249,7 +250,7 @@ def parse_task(path: Path, raw: dict[str, Any]) -> TaskSpec:
     for key, value in (("labels", labels if isinstance(labels, list) else [labels]), ("vocabulary", vocabulary)):
         if not all(isinstance(v, str) and v for v in value):
             gen.fail(key, f"expected non-empty text labels, found {value!r}")
-    likelihood = _likelihood(f)
+    likelihood = _likelihood(f, answer)
     if answer == "number" and likelihood:
         f.fail("likelihood", "a number-answer task has no choices to score; remove it")
     budget = gen.get("max_new_tokens", int, NUMBER_BUDGET if answer == "number" else CHOICE_BUDGET)
