@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         same, n, diffs = agreement.request_agreement(name, registry.load(name).test[:args.eval_limit or None])
         ok &= same == n
-        print(f"{name:<12} {agreement.LM_EVAL_NAMES[name]:<14} {f'{same}/{n}':>14}", *diffs, sep="\n  " if diffs else "")
+        print(f"{name:<12} {agreement.LM_EVAL_TASKS[name][0]:<14} {f'{same}/{n}':>14}", *diffs, sep="\n  " if diffs else "")
     if args.model:
         from harness.models import load_model
 

@@ -17,13 +17,17 @@ harness's business (``python -m harness.agreement``).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 from tasks import configured, lm_eval_bridge, protocols, registry, sources
 from tasks.base import Example
 
-LM_EVAL_NAMES = {"boolq": "boolq", "piqa": "piqa", "siqa": "social_iqa", "hellaswag": "hellaswag",
-                 "winogrande": "winogrande", "arc_e": "arc_easy", "arc_c": "arc_challenge", "obqa": "openbookqa"}
+# our task -> (lm-eval's task, its YAML inside lm_eval/tasks)
+LM_EVAL_TASKS = {"boolq": ("boolq", "super_glue/boolq/default.yaml"), "piqa": ("piqa", "piqa/piqa.yaml"),
+                 "siqa": ("social_iqa", "siqa/siqa.yaml"), "hellaswag": ("hellaswag", "hellaswag/hellaswag.yaml"),
+                 "winogrande": ("winogrande", "winogrande/default.yaml"), "arc_e": ("arc_easy", "arc/arc_easy.yaml"),
+                 "arc_c": ("arc_challenge", "arc/arc_challenge.yaml"), "obqa": ("openbookqa", "openbookqa/openbookqa.yaml")}
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -53,7 +57,7 @@ def lm_eval_doc(name: str, ex: Example, raw: dict[str, Any] | None = None) -> di
     if name == "hellaswag":
         assert raw is not None, "hellaswag is compared on the raw rows"
         return {**raw, "endings": list(raw["endings"])}
-    raise KeyError(f"no lm-eval definition to compare {name} with; comparable: {', '.join(LM_EVAL_NAMES)}")
+    raise KeyError(f"no lm-eval definition to compare {name} with; comparable: {', '.join(LM_EVAL_TASKS)}")
 
 
 def raw_rows(name: str, examples: Sequence[Example]) -> list[dict[str, Any]] | None:
@@ -69,13 +73,13 @@ def raw_rows(name: str, examples: Sequence[Example]) -> list[dict[str, Any]] | N
 def lm_eval_task(name: str, docs: list[dict[str, Any]]) -> Any:
     """lm-eval's own task for ``name`` (its YAML, includes and functions), over ``docs``."""
     import datasets
+    import lm_eval.tasks
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.tasks._yaml_loader import load_yaml
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # it warns that custom_dataset takes kwargs
     datasets.disable_progress_bars()
-    entry = lm_eval_bridge._task_manager().task_index[LM_EVAL_NAMES[name]]
-    config = load_yaml(entry.yaml_path)
+    config = load_yaml(Path(lm_eval.tasks.__file__).parent / LM_EVAL_TASKS[name][1])
     config.pop("tag", None)
     config.update(dataset_path=None, dataset_name=None, dataset_kwargs=None, test_split="test",
                   validation_split=None, training_split=None, fewshot_split=None,
@@ -115,7 +119,7 @@ def choice_agreement(model: Any, tokenizer: Any, names: Sequence[str], limit: in
     result = {}
     for task, items in jobs:
         ours = protocols.evaluate("native", "likelihood", model, tokenizer, task, items, settings).samples
-        samples = {s["doc_id"]: s for s in out["samples"][LM_EVAL_NAMES[task.name]]}
+        samples = {s["doc_id"]: s for s in out["samples"][LM_EVAL_TASKS[task.name][0]]}
         theirs = [_argmax([float(r[0]) for r in samples[i]["filtered_resps"]]) for i in range(len(items))]
         result[task.name] = (sum(a["pred"] == b for a, b in zip(ours, theirs)), len(items))
     return result
@@ -127,9 +131,9 @@ def _argmax(values: list[float]) -> int:
 
 def task_names(spec: str) -> list[str]:
     names = registry.expand(spec)
-    unknown = [n for n in names if n not in LM_EVAL_NAMES]
+    unknown = [n for n in names if n not in LM_EVAL_TASKS]
     if unknown:
         raise KeyError(f"no lm-eval definition to compare {', '.join(unknown)} with; comparable: "
-                       f"{', '.join(LM_EVAL_NAMES)}")
+                       f"{', '.join(LM_EVAL_TASKS)}")
     return names
 
