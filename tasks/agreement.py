@@ -66,7 +66,7 @@ def raw_rows(name: str, examples: Sequence[Example]) -> list[dict[str, Any]] | N
         return None
     spec = registry.spec(name)
     root = sources.current().root
-    rows = configured.read_hellaswag_text(configured._path(spec.base_dir(root), spec.test.path))
+    rows = configured.read_hellaswag_text(configured.data_path(spec.base_dir(root), spec.test.path))
     return [rows[int(ex.id.split("-")[1])] for ex in examples]
 
 
@@ -115,7 +115,7 @@ def choice_agreement(model: Any, tokenizer: Any, names: Sequence[str], limit: in
         raws = raw_rows(task.name, items) or [None] * len(items)
         lm_tasks[task.name] = lm_eval_task(task.name, [lm_eval_doc(task.name, ex, r) for ex, r in zip(items, raws)])
     settings = protocols.EvalSettings(batch_size=batch_size, progress=False)
-    out = lm_eval_bridge._run(model, tokenizer, list(lm_tasks.values()), None, settings)
+    out = lm_eval_bridge.run_lm_eval(model, tokenizer, list(lm_tasks.values()), None, settings)
     result = {}
     for task, items in jobs:
         ours = protocols.evaluate("native", "likelihood", model, tokenizer, task, items, settings).samples

@@ -247,8 +247,9 @@ def to_examples(spec: TaskSpec, docs: list[Doc], where: str, split: str, fields:
 
 # -- files, checksums, hub ----------------------------------------------------------------------
 
-def _path(spec_dir: Path, rel: str) -> Path:
-    return Path(rel).expanduser() if Path(rel).expanduser().is_absolute() else spec_dir / rel
+def data_path(base: Path, rel: str) -> Path:
+    """A file a task names: absolute, or relative to ``base`` (the data folder or the task file's)."""
+    return Path(rel).expanduser() if Path(rel).expanduser().is_absolute() else base / rel
 
 
 def _checked(path: Path, pinned: str, source: DataSource) -> str:
@@ -262,11 +263,11 @@ def _checked(path: Path, pinned: str, source: DataSource) -> str:
 
 def read_ref(ref: FileRef, fmt: str, base: Path, source: DataSource) -> tuple[list[Doc], dict[str, str], str]:
     """(records, {file: sha256}, where) of one file (and its labels file)."""
-    path = _path(base, ref.path)
+    path = data_path(base, ref.path)
     checksums = {ref.path: _checked(path, ref.sha256, source)}
     labels = None
     if ref.labels:
-        labels = _path(base, ref.labels)
+        labels = data_path(base, ref.labels)
         if not labels.is_file():
             raise DataError(f"labels file not found: {labels} (data.test.labels / data.train.labels)")
         checksums[ref.labels] = _checked(labels, ref.labels_sha256, source)
@@ -281,7 +282,7 @@ def hub_docs(path: str, name: str | None, split: str) -> tuple[list[Doc], dict[s
 
 
 def _missing(refs: list[FileRef], base: Path) -> list[Path]:
-    paths = [_path(base, r.path) for r in refs] + [_path(base, r.labels) for r in refs if r.labels]
+    paths = [data_path(base, r.path) for r in refs] + [data_path(base, r.labels) for r in refs if r.labels]
     return [p for p in paths if not p.is_file()]
 
 
@@ -310,11 +311,11 @@ def _source_examples(spec: TaskSpec, ref: FileRef, source: DataSource, split: st
     """Examples of one suite source: the local file, else (opted in) its hub split."""
     base = source.root
     pre = replace(spec, preprocess=ref.preprocess)
-    if not _path(base, ref.path).is_file() and source.hub and ref.hub:
-        docs, sums, where = hub_docs(ref.hub["path"], ref.hub.get("name"), ref.hub.get("split", split))
+    if not data_path(base, ref.path).is_file() and source.hub and ref.hub:
+        docs, sums, where = hub_docs(ref.hub["path"], ref.hub.get("name"), ref.hub["split"])
     else:
-        if not _path(base, ref.path).is_file():
-            raise DataError(f"data file not found: {_path(base, ref.path)} (data dir from {source.origin}). "
+        if not data_path(base, ref.path).is_file():
+            raise DataError(f"data file not found: {data_path(base, ref.path)} (data dir from {source.origin}). "
                             f"{sources.how_to_supply(ref.hub.get('path'))}")
         docs, sums, where = read_ref(ref, ref.format, base, source)
     return to_examples(pre, docs, where, split, {}, need_number), sums, where
@@ -367,9 +368,12 @@ def load_test(spec: TaskSpec, source: DataSource) -> tuple[list[Example], dict[s
         return to_examples(spec, docs, where, "test", spec.fields), sums, where, f"test: {spec.test.path}"
     hint = spec.hub.label() if spec.hub else None
     paths = ", ".join(map(str, missing))
+    if spec.root != "data_dir":
+        raise DataError(f"{spec.name}: data not found: {paths} (paths in {spec.file} are relative to its folder; "
+                        f"give absolute paths, or data.root: data_dir for paths inside the data folder)")
     if not (source.hub and spec.hub):
-        origin = f"data dir from {source.origin}" if spec.root == "data_dir" else f"relative to {spec.file}"
-        raise DataError(f"{spec.name}: data not found: {paths} ({origin}). {sources.how_to_supply(hint)}")
+        raise DataError(f"{spec.name}: data not found: {paths} (data dir from {source.origin}). "
+                        f"{sources.how_to_supply(hint)}")
     try:
         docs, sums, where = hub_docs(spec.hub.path, spec.hub.name, spec.hub.test_split)
     except DataError as err:

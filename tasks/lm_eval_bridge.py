@@ -142,9 +142,10 @@ def _hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
-def _run(model: nn.Module, tokenizer: Any, names: list[str], task_manager: Any, settings: EvalSettings,
+def run_lm_eval(model: nn.Module, tokenizer: Any, names: list[Any], task_manager: Any, settings: EvalSettings,
          limit: int | None = None) -> dict[str, Any]:
-    """simple_evaluate on the in-memory model; the model's train/eval mode is restored after."""
+    """simple_evaluate on the in-memory model (``names``: task names, or lm-eval task objects as
+    ``tasks.agreement`` builds); the model's train/eval mode is restored after."""
     from lm_eval import simple_evaluate
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -166,7 +167,7 @@ def evaluate_many(protocol: str, model: nn.Module, tokenizer: Any, jobs: Sequenc
     root = Path(settings.workdir or tempfile.mkdtemp(prefix="peft-bench-")) / "lm-eval-tasks"
     exports = [export(task, examples, protocol, settings, root) for task, examples in jobs]
     manager = TaskManager(include_path=[str(folder) for _, folder in exports], include_defaults=False)
-    out = _run(model, tokenizer, [name for name, _ in exports], manager, settings)
+    out = run_lm_eval(model, tokenizer, [name for name, _ in exports], manager, settings)
     return [_evaluation(protocol, task, examples, out, name, settings)
             for (task, examples), (name, _) in zip(jobs, exports)]
 
@@ -207,7 +208,7 @@ def evaluate(protocol: str, model: nn.Module, tokenizer: Any, task: Task, exampl
     if task.family != "lm-eval":
         return evaluate_many(protocol, model, tokenizer, [(task, examples)], settings)[0]
     name = task.extra["lm_eval_name"]
-    out = _run(model, tokenizer, [name], _task_manager(), settings, settings.limit or None)
+    out = run_lm_eval(model, tokenizer, [name], _task_manager(), settings, settings.limit or None)
     metrics = []
     for key, value in out["results"].get(name, {}).items():
         measure, _, filt = key.partition(",")
@@ -259,5 +260,5 @@ def _load_named(name: str) -> TaskData:
 
 def make_task(name: str) -> Task:
     return Task(name=f"lm-eval:{name}", family="lm-eval", description=f"lm-evaluation-harness task {name}",
-                load=lambda: _load_named(name), protocols=(), extra={"lm_eval_name": name, "n_choices": "?",
+                load=lambda: _load_named(name), protocols=(), extra={"lm_eval_name": name,
                                                                       "train_source": "none"})

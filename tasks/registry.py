@@ -23,18 +23,14 @@ _specs: dict[str, TaskSpec] = {}  # task file of every task that has one
 _loaded: dict[tuple, TaskData] = {}
 
 
-def _builtin() -> tuple[dict[str, TaskSpec], dict[str, SuiteSpec]]:
-    return taskfile.builtin()
-
-
 def suites() -> dict[str, list[str]]:
     """Suite name -> its tasks, in the suite file's order."""
-    return {name: list(s.tasks) for name, s in _builtin()[1].items()}
+    return {name: list(s.tasks) for name, s in taskfile.builtin()[1].items()}
 
 
 def names() -> list[str]:
     """Built-in task names in report column order, then the file-free synthetic task."""
-    return report_order(list(_builtin()[0])) + ["synthetic"]
+    return report_order(list(taskfile.builtin()[0])) + ["synthetic"]
 
 
 def _valid() -> str:
@@ -46,7 +42,7 @@ def _suite_of(spec: TaskSpec) -> tuple[SuiteSpec, list[TaskSpec]] | None:
     if not isinstance(spec.train, str) or not spec.train.startswith("suite:"):
         return None
     name = spec.train.split(":", 1)[1]
-    tasks, all_suites = _builtin()
+    tasks, all_suites = taskfile.builtin()
     if name not in all_suites or not all_suites[name].train:
         raise taskfile.TaskFileError(f"{spec.file}: field 'data.train.suite': {name!r} is not a suite with a "
                                      f"shared train split (those: {', '.join(s for s, v in all_suites.items() if v.train)})")
@@ -62,7 +58,7 @@ def _from_spec(spec: TaskSpec) -> Task:
 
 
 def _make(name: str) -> Task:
-    builtin = _builtin()[0]
+    builtin = taskfile.builtin()[0]
     if name in builtin:
         return _from_spec(builtin[name])
     if name == "synthetic":
@@ -148,18 +144,17 @@ def train_examples(names: list[str] | tuple[str, ...]) -> list[tuple[Task, Examp
 
 def spec(name: str) -> TaskSpec | None:
     """The task file behind a task (None for file:, lm-eval: and synthetic tasks)."""
-    get(name)
     return _specs.get(get(name).name)
 
 
 def report_headers() -> dict[str, str]:
     """Task name -> its report column title, from the task files."""
-    return {name: s.header for name, s in _builtin()[0].items()}
+    return {name: s.header for name, s in taskfile.builtin()[0].items()}
 
 
 def report_order(names_: list[str] | set[str]) -> list[str]:
     """Task names in report column order: task files' ``report.column``, then unknown names sorted."""
-    known = _builtin()[0]
+    known = taskfile.builtin()[0]
     return sorted(names_, key=lambda n: (0, known[n].column, n) if n in known else (1, 0, n))
 
 

@@ -189,8 +189,11 @@ def _file_ref(f: _Fields, key: str, suite_source: bool = False) -> FileRef | Non
     ref = FileRef(sub.get("file", str, required=True), sub.get("sha256", str, ""), sub.get("labels", str, ""),
                   sub.get("labels_sha256", str, ""))
     if suite_source:
+        hub = sub.get("hub", dict, {})
+        if hub and not (isinstance(hub.get("path"), str) and isinstance(hub.get("split"), str)):
+            sub.fail("hub", "expected {path: <hub id>, name: <config, optional>, split: <split>}")
         ref = FileRef(ref.path, ref.sha256, ref.labels, ref.labels_sha256, sub.choice("format", FORMATS, "llm-adapters"),
-                      sub.choice("preprocess", ("",) + PREPROCESS, ""), sub.get("hub", dict, {}))
+                      sub.choice("preprocess", ("",) + PREPROCESS, ""), hub)
     return ref
 
 
@@ -203,7 +206,11 @@ def _likelihood(f: _Fields, answer: str) -> dict[str, Any] | None:
     metrics = sub.get("metrics", list, list(METRICS))
     if not metrics or any(m not in METRICS for m in metrics):
         sub.fail("metrics", f"expected a non-empty list among {', '.join(METRICS)}, found {metrics!r}")
-    return {"form": sub.choice("form", ("per_choice", "partial"), "per_choice"),
+    form = sub.choice("form", ("per_choice", "partial"), "per_choice")
+    if form == "partial" and "acc_norm" in metrics:
+        sub.fail("metrics", "partial scoring has one continuation shared by every choice, so acc_norm would "
+                            "repeat acc (lm-eval reports acc only); use [acc]")
+    return {"form": form,
             "context": sub.get("context", str, DEFAULT_CONTEXT),
             "continuation": sub.get("continuation", str, DEFAULT_CONTINUATION), "metrics": tuple(metrics)}
 
