@@ -438,13 +438,13 @@ def requests(spec: TaskSpec) -> Callable[[Example], list[tuple[str, str]]]:
     return per_choice
 
 
-def make_task(spec: TaskSpec, load_fn: Callable[[], TaskData]) -> Task:
-    """The ``Task`` a task file describes; ``load_fn`` reads its data (the registry caches it)."""
+def make_task(spec: TaskSpec, name: str, load_fn: Callable[[], TaskData]) -> Task:
+    """The ``Task`` a task file describes, under ``name``; ``load_fn`` reads its data (the registry caches it)."""
     protocols = (("likelihood",) if spec.likelihood else ()) + ("generate",)
     train = ("none" if spec.train is None else "carved from test" if spec.train == "carve"
              else spec.train if isinstance(spec.train, str) else Path(spec.train.path).name)
     return Task(
-        name=spec.name, family=spec.family, description=spec.description, load=load_fn,
+        name=name, family=spec.family, description=spec.description, load=load_fn,
         vocabulary=spec.vocabulary, answer_type=spec.answer,  # type: ignore[arg-type]
         format_requests=requests(spec) if spec.likelihood else None, protocols=protocols,
         max_new_tokens=spec.max_new_tokens, metrics=spec.likelihood["metrics"] if spec.likelihood else ("acc",),

@@ -143,7 +143,7 @@ def _hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
 
 
 def run_lm_eval(model: nn.Module, tokenizer: Any, names: list[Any], task_manager: Any, settings: EvalSettings,
-         limit: int | None = None) -> dict[str, Any]:
+                limit: int | None = None) -> dict[str, Any]:
     """simple_evaluate on the in-memory model (``names``: task names, or lm-eval task objects as
     ``tasks.agreement`` builds); the model's train/eval mode is restored after."""
     from lm_eval import simple_evaluate

@@ -2,7 +2,8 @@
 
 Built-in tasks and suites are the YAML files in ``tasks/configs`` (``tasks.taskfile``); adding a
 task is adding one file there. Three kinds of task are made on demand from their name: a path
-to a task file (``--tasks my/task.yaml``), ``file:PATH`` (any LLM-Adapters-format file with no
+to a task file (``--tasks my/task.yaml``; the task's name is then the file's absolute path, so
+that a worker process can read it again, and its ``task`` field is its report header), ``file:PATH`` (any LLM-Adapters-format file with no
 task file at all, ``tasks.files``) and ``lm-eval:NAME`` (a task of lm-evaluation-harness,
 ``tasks.lm_eval_bridge``). Data is loaded once per process and data source.
 """
@@ -50,17 +51,17 @@ def _suite_of(spec: TaskSpec) -> tuple[SuiteSpec, list[TaskSpec]] | None:
     return suite, [tasks[t] for t in suite.tasks]
 
 
-def _from_spec(spec: TaskSpec) -> Task:
+def _from_spec(spec: TaskSpec, name: str) -> Task:
     _suite_of(spec)  # an unknown suite is a task file error now, not at load
-    task = configured.make_task(spec, lambda: configured.load(spec, sources.current(), _suite_of(spec)))
-    _specs[spec.name] = spec
+    task = configured.make_task(spec, name, lambda: configured.load(spec, sources.current(), _suite_of(spec)))
+    _specs[name] = spec
     return task
 
 
 def _make(name: str) -> Task:
     builtin = taskfile.builtin()[0]
     if name in builtin:
-        return _from_spec(builtin[name])
+        return _from_spec(builtin[name], name)
     if name == "synthetic":
         from tasks import synthetic
 
@@ -74,7 +75,7 @@ def _make(name: str) -> Task:
             raise taskfile.TaskFileError(f"{path}: a suite file; --tasks takes task files (or built-in suite names)")
         if spec.name in builtin or spec.name in suites():
             raise taskfile.TaskFileError(f"{path}: field 'task': {spec.name!r} is a built-in name; choose another")
-        return _from_spec(spec)
+        return _from_spec(spec, str(path))  # the path names it, so a worker process finds it again
     if name.startswith("file:"):
         from tasks import files
 
@@ -89,12 +90,7 @@ def _make(name: str) -> Task:
 def get(name: str) -> Task:
     if name not in _tasks:
         task = _make(name)
-        if task.name in _tasks:  # the same task asked for by another spelling (a relative path)
-            other = _tasks[task.name]
-            if other.extra.get("file") != task.extra.get("file"):
-                raise taskfile.TaskFileError(f"{task.extra.get('file')}: field 'task': {task.name!r} is already the "
-                                             f"name of {other.extra.get('file')}; task names must be unique")
-            task = other
+        task = _tasks.get(task.name, task)  # the same task asked for by another spelling (a relative path)
         _tasks[name] = _tasks[task.name] = task
     return _tasks[name]
 
@@ -148,8 +144,9 @@ def spec(name: str) -> TaskSpec | None:
 
 
 def report_headers() -> dict[str, str]:
-    """Task name -> its report column title, from the task files."""
-    return {name: s.header for name, s in taskfile.builtin()[0].items()}
+    """Task name -> its report column title, from the task files (built-in and any read so far)."""
+    return {**{name: s.header for name, s in _specs.items()},
+            **{name: s.header for name, s in taskfile.builtin()[0].items()}}
 
 
 def report_order(names_: list[str] | set[str]) -> list[str]:

@@ -7,7 +7,7 @@ line naming the file and the field, so a typo never surfaces as a traceback mid-
 
 Task file (every key but ``task`` and ``data.test`` optional; the README has examples)::
 
-    task: arc_e                               # the name --tasks uses
+    task: arc_e                               # the name --tasks uses (a user's file: its report header)
     description: ARC-Easy grade-school science questions
     family: commonsense
     report: {header: ARC-e, column: 6}        # report column title and position

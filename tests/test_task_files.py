@@ -22,7 +22,8 @@ USER_YAML = (FIXTURE / "piqa.yaml").read_text()
 def test_piqa_original_release_through_a_user_task_file():
     task = registry.get(str(FIXTURE / "piqa.yaml"))
     data = registry.load(task)
-    assert task.name == "my_piqa" and task.protocols == ("likelihood", "generate") and task.chance == 0.5
+    assert task.name == str(FIXTURE / "piqa.yaml") and registry.report_headers()[task.name] == "my_piqa"
+    assert task.protocols == ("likelihood", "generate") and task.chance == 0.5
     assert [ex.gold for ex in data.test] == [0, 1, 0] and data.train == []
     ex = data.test[1]
     assert task.requests(ex) == [("Question: To cool a hot drink quickly,\nAnswer:", " put it in the oven."),
@@ -87,10 +88,11 @@ def test_bad_records_and_labels_name_the_file(tmp_path):
 
 
 def test_bench_eval_runs_a_user_task_file_and_prints_its_name(tmp_path, capsys):
+    """The task is named by its file's path in full (a worker process reads the file again)."""
     argv = ["eval", "--model", "tiny-llama", "--tasks", str(FIXTURE / "piqa.yaml"), "--out", str(tmp_path),
             "--no-progress"]
     assert cli.main(argv) == 0
-    assert "\nmy_piqa " in capsys.readouterr().out
+    assert f"\n{FIXTURE / 'piqa.yaml'} " in capsys.readouterr().out
     assert cli.main(["eval", "--model", "tiny-llama", "--tasks", str(tmp_path / "nope.yaml"), "--out",
                      str(tmp_path)]) == 2
     assert "nope.yaml not found" in capsys.readouterr().err
@@ -112,3 +114,17 @@ def test_adding_a_task_is_one_new_file(tmp_path, monkeypatch):
         assert len(registry.load("mini").test) == 3
     finally:
         taskfile.builtin.cache_clear()
+
+
+def test_bench_run_trains_on_a_user_task_file_in_a_worker_process(tmp_path):
+    """The worker gets only the task's name, the file's path, and reads the file again."""
+    rows = [json.dumps({"goal": f"goal number {i}", "sol1": f"first {i}", "sol2": f"second {i}"}) for i in range(20)]
+    (tmp_path / "valid.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "valid-labels.lst").write_text("".join(f"{i % 2}\n" for i in range(20)))
+    yaml = USER_YAML.replace("my_piqa", "mini_run").replace("valid-labels.lst}\n", "valid-labels.lst}\n  train: carve\n")
+    (tmp_path / "mini.yaml").write_text(yaml)
+    argv = ["run", "--methods", "lora", "--model", "tiny-llama", "--tasks", str(tmp_path / "mini.yaml"),
+            "--max-steps", "2", "--eval-limit", "4", "--retention", "none", "--no-progress", "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    record = json.loads(next((tmp_path / "out" / "runs").glob("*/run.json")).read_text())
+    assert record["status"] == "ok" and record["config"]["train_tasks"] == [str(tmp_path / "mini.yaml")]
