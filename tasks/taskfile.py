@@ -51,6 +51,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FORMATS = ("llm-adapters", "jsonl", "hellaswag-text")
 PREPROCESS = ("hellaswag", "gsm8k")
 METRICS = ("acc", "acc_norm")
+# a record's field mapping: dotted paths or {templates}; choice_texts are fixed texts (BoolQ's no/yes);
+# gold is a field holding the index (minus gold_base) or {key: .., in: ..} (the key's position in a list)
+FIELD_KEYS = {"question", "choices", "choice_texts", "gold", "gold_base"}
 DEFAULT_CONTEXT = "Question: {question}\nAnswer:"
 DEFAULT_CONTINUATION = " {choice}"
 DEFAULT_INSTRUCTION = "{header}{question}\n\n{options}\n\nAnswer format: {formats}"
@@ -243,11 +246,15 @@ def parse_task(path: Path, raw: dict[str, Any]) -> TaskSpec:
         train = _file_ref(data, "train")
     fmt = data.choice("format", FORMATS, "llm-adapters")
     fields = data.get("fields", dict, {})
+    if (mapping := data.sub("fields")) is not None:
+        mapping.check_keys(FIELD_KEYS)
     if fmt != "llm-adapters" and not fields and not data.get("preprocess", str):
         data.fail("fields", f"format {fmt} needs a field mapping (question, choices, gold)")
     hub = None
     if (h := data.sub("hub")) is not None:
         h.check_keys({"path", "name", "test_split", "train_split", "fields"})
+        if (mapping := h.sub("fields")) is not None:
+            mapping.check_keys(FIELD_KEYS)
         hub = HubRef(h.get("path", str, required=True), h.get("name", str), h.get("test_split", str, "test"),
                      h.get("train_split", str, "train"), h.get("fields", dict, {}))
     gen = f.sub("generate") or _Fields(path, {}, "generate")
