@@ -35,7 +35,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "(default: smollm2-135m, embedded, works offline)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated task names or suites (commonsense, math), e.g. arc_e,boolq; also "
-                        "file:PATH (an LLM-Adapters-format .json or folder) and lm-eval:NAME (an lm-eval task)")
+                        "path/to/task.yaml (your own task file), file:PATH (an LLM-Adapters-format .json or "
+                        "folder) and lm-eval:NAME (an lm-eval task)")
     p.add_argument("--eval-limit", type=int, default=None, help="test items per task (0 = all; default 50)")
     p.add_argument("--protocol", choices=["auto", "likelihood", "generate"], default="auto",
                    help="likelihood: multiple choice by log-likelihood (acc, acc_norm); generate: LLM-Adapters "
