@@ -62,6 +62,8 @@ def likelihood_prompt(task: Task) -> str:
 
 
 def generation_prompt(task: Task, settings: EvalSettings) -> str:
-    """Template id plus decoding: greedy vs beam or another budget is another measurement."""
+    """Template id, any transform of the data's text, and decoding: greedy vs beam or another
+    budget is another measurement."""
     decoding = "greedy" if settings.num_beams == 1 else f"beam{settings.num_beams}"
-    return f"{llm_adapters.prompt_id()},{decoding},{settings.max_new_tokens or task.max_new_tokens}tok"
+    text = f",{task.text_id}" if task.text_id else ""
+    return f"{llm_adapters.prompt_id()}{text},{decoding},{settings.max_new_tokens or task.max_new_tokens}tok"
