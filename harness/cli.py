@@ -35,7 +35,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "(default: smollm2-135m, embedded, works offline)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated task names or suites (commonsense, math), e.g. arc_e,boolq; also "
-                        "file:PATH (an LLM-Adapters-format .json or folder) and lm-eval:NAME (an lm-eval task)")
+                        "path/to/task.yaml (your own task file), file:PATH (an LLM-Adapters-format .json or "
+                        "folder) and lm-eval:NAME (an lm-eval task)")
     p.add_argument("--eval-limit", type=int, default=None, help="test items per task (0 = all; default 50)")
     p.add_argument("--protocol", choices=["auto", "likelihood", "generate"], default="auto",
                    help="likelihood: multiple choice by log-likelihood (acc, acc_norm); generate: LLM-Adapters "
@@ -330,14 +331,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         args.eval_backend)
     check_model(args.model)
     record = eval_only(cfg, args.out, pick_device(args.device), not args.no_progress)
-    print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
+    width = max([12, *(len(r["task"]) for r in record.get("evals", []))])  # names in full: a path's tail says nothing
+    print(f"\n{'task':<{width}} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
     for r in record.get("evals", []):
         m = {x["name"]: x for x in r["metrics"]}
         first = m.get("acc") or next(iter(m.values()))
         chance = f"{r['chance']:.3f}" if r.get("chance") is not None else "-"
         norm = f"{m['acc_norm']['value']:>9.3f}" if "acc_norm" in m else f"{'-':>9}"
         stderr = float("nan") if first["stderr"] is None else first["stderr"]
-        print(f"{r['task'][-12:]:<12} {first['value']:>7.3f} {stderr:>7.3f} {norm} "
+        print(f"{r['task']:<{width}} {first['value']:>7.3f} {stderr:>7.3f} {norm} "
               f"{first['n'] or 0:>5} {chance:>7}  {r['protocol']}/{r['backend']}/{r['prompt']}")
     if record["status"] == "ok":
         return 0

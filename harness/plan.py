@@ -122,5 +122,5 @@ def retention_tasks(option: str, trained: list[str]) -> tuple[str, ...]:
         return ()
     if option != "auto":
         return tuple(task_registry.expand(option))
-    suites = [members for members in task_registry.SUITES.values() if set(trained) & set(members)]
+    suites = [members for members in task_registry.suites().values() if set(trained) & set(members)]
     return tuple(t for members in suites for t in members if t not in trained)

@@ -19,10 +19,8 @@ from harness import forgetting, metrics
 from harness.metrics import AFTER, BEFORE, EVAL, TRAIN, Format, fixed, human_count, stage_number
 from methods.targets import DECODER_LINEARS
 from reports.load import Results, ReportError, Run, allocated_ranks, split_module, trained_on
+from tasks.registry import report_headers, report_order, suites
 
-TASKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa"]
-TASK_HEADERS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "HellaSwag",
-                "winogrande": "WinoGrande", "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
 KEY_HEADERS = {"model": "Model", "label": "Method", "task": "Task", "seed": "Seed", "device": "Device",
                "layer": "Layer", "metric": "Metric", "phase": "Phase"}
 EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "data_sha256", "eval_limit"]
@@ -240,14 +238,14 @@ def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False
     base = base.assign(label=BASE_LABEL, reference=True)
     scale = metrics.get(metric).scale  # fractions shown in percent
     data = _sort_rows(pd.concat([base, after])).assign(value=lambda d: d.value * scale)
-    others = sorted(set(after.task) - set(TASKS))
+    commonsense = set(suites()["commonsense"])
     tables = []
-    for name, title, tasks in (("commonsense", "Commonsense reasoning", [t for t in TASKS if t in set(after.task)]),
-                               ("accuracy", "Other tasks", others)):
+    for name, title, tasks in (("commonsense", "Commonsense reasoning", report_order(set(after.task) & commonsense)),
+                               ("accuracy", "Other tasks", report_order(set(after.task) - commonsense))):
         if not tasks:
             continue
         part = data[data.task.isin(tasks)]
-        table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=TASK_HEADERS,
+        table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=report_headers(),
                       title=f"{title}: {metric} after training (%)", avg="Avg",
                       better=metrics.get(metric).higher_is_better, allow_mixed=allow_mixed)
         chance = part.dropna(subset=["chance"]).groupby("task").chance.first() * scale
@@ -335,8 +333,8 @@ def forgetting_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     retention = retention_data(res.df)
     if not retention.empty:
         data = _sort_rows(retention.assign(value=retention.value * metrics.get("forgetting").scale))
-        table = pivot(data, ["model", "label"], "task", name="forgetting", headers=TASK_HEADERS,
-                      order=TASKS + sorted(set(data.task) - set(TASKS)), avg="Mean",
+        table = pivot(data, ["model", "label"], "task", name="forgetting", headers=report_headers(),
+                      order=report_order(set(data.task)), avg="Mean",
                       better=metrics.get("forgetting").higher_is_better,
                       title="Forgetting on retention tasks (accuracy before − after, points; positive = lost)",
                       allow_mixed=allow_mixed)
@@ -345,7 +343,7 @@ def forgetting_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     if not matrices.empty:
         tables.append(pivot(matrices, ["model", "label", "phase"], "task", name="sequential_matrix",
                             title="Sequential accuracy matrix (acc after each stage, points; rows = stages in "
-                                  "training order)", headers={**TASK_HEADERS, "phase": "After"}, better=None,
+                                  "training order)", headers={**report_headers(), "phase": "After"}, better=None,
                             allow_mixed=allow_mixed))
     seq = sequential_data(res.df)
     if not seq.empty:
@@ -475,9 +473,9 @@ def custom_table(res: Results, rows: list[str], col: str, metric: str, phase: st
         raise ReportError(f"unknown grouping {', '.join(unknown)}; use any of method, {', '.join(valid)}")
     scale, fmt, unit = value_format(str(data.unit.iloc[0]))
     data = data.assign(value=data.value.astype(float) * scale)
-    headers = TASK_HEADERS if col == "task" else {}
+    headers = report_headers() if col == "task" else {}
     return pivot(data.sort_values([*rows, col], kind="stable"), rows, col, name="custom", headers=headers,
                  title=f"{metric}{f' ({unit})' if unit else ''}, phase {phase or 'any'}: {title}",
-                 order=TASKS + sorted(set(data[col].astype(str)) - set(TASKS)) if col == "task" else None,
+                 order=report_order(set(data[col].astype(str))) if col == "task" else None,
                  default_format=fmt, better=metrics.get(metric).higher_is_better,
                  avg="Avg" if col == "task" and unit == "%" else None, allow_mixed=allow_mixed)
