@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--update", action="store_true",
                       help="with --check: record this machine's entry in the baseline (added or replaced)")
     perf.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's, or the baseline's)")
+    perf.add_argument("--clock", choices=["wall", "cpu"], default=None,
+                      help="wall time (default) or this thread's CPU time (needs --threads 1; the gate's clock: "
+                           "load on a shared machine cannot stretch it)")
     perf.add_argument("--repeat", type=int, default=0, metavar="N",
                       help="with --check: run N checks back to back and report how many failed (false-alarm rate)")
     perf.add_argument("--inject-slowdown", default=None, metavar="METHOD=FACTOR",

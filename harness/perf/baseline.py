@@ -25,7 +25,8 @@ from harness.config import ConfigError
 
 FORMAT = 2
 # setup keys that must agree for ratios to be comparable (value assumed when a file lacks one)
-SETUP_KEYS = {"shape": None, "batch_size": None, "seq_len": None, "start_step": 0, "overrides": {}, "threads": 0}
+SETUP_KEYS = {"shape": None, "batch_size": None, "seq_len": None, "start_step": 0, "overrides": {}, "threads": 0,
+              "clock": "wall"}
 
 
 class BaselineError(ConfigError):

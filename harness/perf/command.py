@@ -25,7 +25,7 @@ from methods import registry
 # option name -> PerfConfig field
 _OPTIONS = {"methods": "methods", "shape": "shape", "batch_size": "batch_size", "seq_len": "seq_len",
             "rounds": "rounds", "steps_per_round": "steps_per_round", "warmup": "warmup_steps",
-            "start_step": "start_step", "threads": "threads"}
+            "start_step": "start_step", "threads": "threads", "clock": "clock"}
 
 
 def _csv(text: str) -> list[str]:
@@ -66,6 +66,8 @@ def _config(args: argparse.Namespace, baseline: dict[str, Any] | None) -> PerfCo
         registry.get(name)
     setup["methods"] = tuple(setup["methods"])
     setup["device"] = str(pick_device(args.device))
+    if setup["clock"] == "cpu" and (setup["threads"] != 1 or setup["device"] != "cpu"):
+        raise ConfigError("--clock cpu times one thread: it needs --threads 1 and a CPU device")
     setup["inject_slowdown"] = _slowdowns(args.inject_slowdown, setup["methods"])
     return PerfConfig(**setup)
 

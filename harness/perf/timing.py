@@ -50,6 +50,8 @@ class PerfConfig:
     # intra-op CPU threads (0: torch's default). The gate baselines use 1: on a shared machine a
     # descheduled worker thread stalls every op at its barrier, which measures the neighbours
     threads: int = 0
+    # "wall" (perf_counter, CUDA-synchronised) or "cpu" (this thread's CPU time; needs threads=1)
+    clock: str = "wall"
     # a test aid for the gate, never for real figures: method -> factor by which each of its
     # timed steps is stretched (see Contender.run)
     inject_slowdown: dict[str, float] = field(default_factory=dict)
@@ -69,15 +71,18 @@ class Contender:
     def run(self, n: int, clock: StepClock) -> list[float]:
         """Run ``n`` steps, each timed on its own.
 
-        With an injected slowdown (a test aid), the step sleeps ``slowdown - 1`` times its own
-        measured time inside the timed region, so each timed step takes ``slowdown`` x as long.
+        With an injected slowdown (a test aid), the step then busy-waits ``slowdown - 1`` times its
+        own measured time on the same clock inside the timed region, so each timed step takes
+        ``slowdown`` x as long (busy, not asleep: a CPU-time clock must see the extra work).
         """
         times = []
         for _ in range(n):
             t0 = clock.now()
             self.step_fn(self.step, None)
             if self.slowdown != 1.0:
-                time.sleep((self.slowdown - 1.0) * (clock.now() - t0))
+                end = clock.now() + (self.slowdown - 1.0) * (clock.now() - t0)
+                while clock.now() < end:
+                    pass
             times.append(clock.now() - t0)
             self.step += 1
         return times
@@ -85,6 +90,15 @@ class Contender:
     def untimed_step(self, profile: dict[str, int] | None = None) -> None:
         self.step_fn(self.step, profile)
         self.step += 1
+
+
+class ThreadCpuClock:
+    """CPU time of the calling thread. With one intra-op thread every op runs on it, so this is
+    the step's work without the time the scheduler gave other processes: the gate's clock on a
+    shared machine, where wall time mostly measures the neighbours (issue 18)."""
+
+    def now(self) -> float:
+        return time.thread_time()
 
 
 def _batch(cfg: PerfConfig, vocab: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -155,7 +169,7 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
     batch = _batch(cfg, shape["vocab_size"], device)
     names = list(dict.fromkeys(cfg.methods))
     contenders = [_floor(cfg, shape, device, batch)] + [_method(n, cfg, shape, device, batch) for n in names]
-    clock = StepClock(device)
+    clock = ThreadCpuClock() if cfg.clock == "cpu" else StepClock(device)
     counter, no_counter = open_instruction_counter() if device.type == "cpu" else (None, "not a CPU run")
     for c in contenders:  # warm-up, one profiled step, one counted step: all untimed
         c.run(cfg.warmup_steps, clock)
