@@ -1,7 +1,6 @@
 """bench perf and --check: figures, the baseline file, the regression verdict and its re-measure."""
 from __future__ import annotations
 
-import copy
 import json
 import random
 
