@@ -170,7 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     perf.add_argument("--check", type=Path, default=None, metavar="BASELINE.json",
                       help="compare with a baseline; exit 1 when a method regresses beyond tolerance")
-    perf.add_argument("--update", action="store_true", help="with --check: rewrite the baseline with this measurement")
+    perf.add_argument("--update", action="store_true",
+                      help="with --check: record this machine's entry in the baseline (added or replaced)")
+    perf.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's, or the baseline's)")
+    perf.add_argument("--clock", choices=["wall", "cpu"], default=None,
+                      help="wall time (default) or this thread's CPU time (needs --threads 1; the gate's clock: "
+                           "load on a shared machine cannot stretch it)")
+    perf.add_argument("--repeat", type=int, default=0, metavar="N",
+                      help="with --check: run N checks back to back and report how many failed (false-alarm rate)")
+    perf.add_argument("--inject-slowdown", default=None, metavar="METHOD=FACTOR",
+                      help="TEST AID for the gate: stretch each timed step of METHOD to FACTOR x its time (by "
+                           "sleeping inside the timed region); with --repeat, reports the detection rate")
     perf.add_argument("--profile", type=int, default=0, metavar="STEPS",
                       help="after the timed rounds, profile STEPS more steps of each method (untimed) and "
                            "print the ops that add most time over the floor")
@@ -363,65 +373,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from harness.config import ConfigError, split_overrides
-    from harness.environment import pick_device
-    from harness.opprofile import format_breakdown
-    from harness.perf import FLOOR, PerfConfig, format_table, measure, write_json
-    from methods import registry
+    from harness.perf.command import run
 
-    # setup: explicit options, else the baseline's own setup when checking or re-recording an
-    # existing baseline, else PerfConfig's defaults
-    fields = {"methods": "methods", "shape": "shape", "batch_size": "batch_size", "seq_len": "seq_len",
-              "rounds": "rounds", "steps_per_round": "steps_per_round", "warmup": "warmup_steps",
-              "start_step": "start_step"}
-    setup = dataclasses.asdict(PerfConfig())
-    if args.check and not args.update and not args.check.exists():
-        raise ConfigError(f"baseline {args.check} does not exist (record one with --check {args.check} --update)")
-    if args.check and args.check.exists():
-        from harness import perfcheck
-
-        setup.update(perfcheck.load(args.check)["config"])
-        setup.pop("device", None)
-    for arg, key in fields.items():
-        value = getattr(args, arg)
-        if value is not None:
-            setup[key] = _csv(value) if arg == "methods" else value
-    if args.sets is not None:
-        setup["overrides"] = split_overrides(args.sets)
-    for key in ("batch_size", "seq_len", "rounds", "steps_per_round"):
-        if setup[key] < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {setup[key]}")
-    if setup["start_step"] < 0 or setup["warmup_steps"] < 0 or args.profile < 0:
-        raise ConfigError("--start-step, --warmup and --profile must be >= 0")
-    for name in setup["methods"]:
-        registry.get(name)
-    setup["methods"] = tuple(setup["methods"])
-    setup["device"] = str(pick_device(args.device))
-    cfg = PerfConfig(**setup)
-    result = measure(cfg, progress=not args.no_progress, profile_steps=args.profile)
-    print(format_table(result))
-    if "op_profile" in result:
-        print(format_breakdown(result["op_profile"]["ops"], FLOOR))
-    if args.json:
-        write_json(result, args.json)
-        print(f"wrote {args.json}")
-    if args.check is None:
-        return 0
-    if args.update:
-        write_json(result, args.check)
-        print(f"baseline updated: {args.check}")
-        return 0
-    from harness import perfcheck
-
-    try:
-        findings, notes = perfcheck.compare(perfcheck.load(args.check), result)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    summary = perfcheck.markdown(findings, notes, args.check)
-    print()
-    print(summary)
-    perfcheck.publish(summary)
-    return 1 if any(f.regressed for f in findings) else 0
+    return run(args)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
