@@ -326,3 +326,13 @@ def builtin() -> tuple[dict[str, TaskSpec], dict[str, SuiteSpec]]:
         if unknown:
             raise TaskFileError(f"{suite.file}: field 'tasks': unknown task {unknown[0]!r}")
     return tasks, suites
+
+
+def pinned_files() -> list[str]:
+    """Every data file the built-in tasks and suites read from the data folder, with a pinned
+    checksum: what a complete offline data folder holds (tests check for it)."""
+    specs, suites = builtin()
+    refs = [s.test for s in specs.values() if s.root == "data_dir"]
+    refs += [s.train for s in specs.values() if s.root == "data_dir" and isinstance(s.train, FileRef)]
+    refs += [r for suite in suites.values() for r in (*suite.train, *suite.held_out)]
+    return sorted({r.path for r in refs if r.sha256})

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import sources
+from tasks import sources, taskfile
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -31,9 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--data-dir"):  # as --data-dir does for bench: every run in the session reads it
         os.environ[sources.DATA_ENV] = str(Path(config.getoption("--data-dir")).resolve())
     folder, why = sources.resolve_data_dir()
-    missing = [rel for rel in sources.PINNED if not (folder / rel).is_file()]
+    pinned = taskfile.pinned_files()
+    missing = [rel for rel in pinned if not (folder / rel).is_file()]
     _data.update(folder=folder.resolve(), skip=f"no benchmark data at {folder} ({why}): {len(missing)} of "
-                 f"{len(sources.PINNED)} files missing; give --data-dir or ${sources.DATA_ENV}" if missing else "")
+                 f"{len(pinned)} files missing; give --data-dir or ${sources.DATA_ENV}" if missing else "")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
