@@ -65,7 +65,8 @@ def _config(args: argparse.Namespace, baseline: dict[str, Any] | None) -> PerfCo
     for name in setup["methods"]:
         registry.get(name)
     setup["methods"] = tuple(setup["methods"])
-    setup["device"] = str(pick_device(args.device))
+    # a CPU-time baseline (the committed ones) is measured on the CPU even where CUDA is present
+    setup["device"] = "cpu" if setup["clock"] == "cpu" and args.device == "auto" else str(pick_device(args.device))
     if setup["clock"] == "cpu" and (setup["threads"] != 1 or setup["device"] != "cpu"):
         raise ConfigError("--clock cpu times one thread: it needs --threads 1 and a CPU device")
     setup["inject_slowdown"] = _slowdowns(args.inject_slowdown, setup["methods"])
