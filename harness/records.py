@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness import locks, safe_io
+from harness import locks, metrics, safe_io
 from harness.safe_io import read_jsonl, read_run  # noqa: F401 - the tolerant readers, re-exported
 
 TIDY_COLUMNS = [
@@ -91,7 +91,11 @@ def run_status(out: Path, run_id: str) -> str | None:
 
 
 def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the tidy table for one run.json (accuracies per task and phase, costs per run)."""
+    """Rows of the tidy table for one run.json (accuracies per task and phase, costs per run).
+
+    Units are the catalogue's (``harness.metrics``); derived and cost figures carry theirs in
+    run.json, written from the same catalogue.
+    """
     cfg = record["config"]
     base = {
         "run_id": record["run_id"],
@@ -110,7 +114,7 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({
                 **base, "task": ev["task"], "phase": ev["phase"], "metric": metric["name"],
                 "value": metric["value"], "stderr": metric.get("stderr"), "n": metric.get("n"),
-                "unit": "fraction", "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
+                "unit": metrics.unit(metric["name"]), "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
                 # how it was measured: an lm-eval:NAME task reports its own protocol and shots
                 "protocol": ev.get("protocol", base["protocol"]), "backend": ev.get("backend", base["backend"]),
                 "prompt": ev.get("prompt"), "shots": ev.get("shots"),
@@ -120,10 +124,10 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                      "stderr": d.get("stderr"), "n": d.get("n"), "unit": d.get("unit", ""), "data_sha256": None,
                      "chance": None})
     for name, (value, unit) in record.get("costs", {}).items():
-        rows.append({**base, "task": base["train_tasks"], "phase": "train", "metric": name, "value": value,
+        rows.append({**base, "task": base["train_tasks"], "phase": metrics.TRAIN, "metric": name, "value": value,
                      "stderr": None, "n": None, "unit": unit, "data_sha256": None, "chance": None})
     if record["status"] != "ok" and not rows:
-        rows.append({**base, "task": base["train_tasks"], "phase": "train", "metric": "status", "value": None,
+        rows.append({**base, "task": base["train_tasks"], "phase": metrics.TRAIN, "metric": "status", "value": None,
                      "stderr": None, "n": None, "unit": "", "data_sha256": None, "chance": None})
     return rows
 

@@ -235,7 +235,7 @@ BAD_BASELINES = {
     "truncated": lambda good: good[: len(good) // 2],
     "foreign": lambda good: json.dumps({"run_id": "x", "status": "ok", "config": {}}),
     "a list": lambda good: "[1, 2]",
-    "incomplete": lambda good: json.dumps({k: v for k, v in json.loads(good).items() if k != "methods"}),
+    "incomplete": lambda good: json.dumps({k: v for k, v in json.loads(good).items() if k != "machines"}),
     "not utf-8": lambda good: b"\xff\xfe{".decode("latin-1"),
 }
 
@@ -592,13 +592,13 @@ def test_data_found_only_upstream_is_downloaded_into_the_cache(upstream, tmp_pat
     (upstream / "dataset" / "x").mkdir(parents=True)
     (upstream / "dataset" / "x" / "test.json").write_text("[1]")
     rel = "llm-adapters/dataset/x/test.json"
+    pin = hashlib.sha256(b"[1]").hexdigest()
     monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "shared-data")
-    monkeypatch.setitem(sources.PINNED, rel, hashlib.sha256(b"[1]").hexdigest())
-    source = sources.current(tmp_path / "given")
-    path, digest = source.checked(rel)
-    assert path.is_relative_to(tmp_path / "cache") and digest == sources.PINNED[rel]
+    path, tried = sources.current(tmp_path / "given").find(rel, pin)
+    assert path.is_relative_to(tmp_path / "cache") and sources.sha256(path) == pin
+    assert "--data-dir" in tried[0] and "shared-data" in tried[1]
     (upstream / "dataset" / "x" / "test.json").unlink()  # offline from now on: the cached copy serves
-    assert sources.current(tmp_path / "given").checked(rel)[0] == path
+    assert sources.current(tmp_path / "given").find(rel, pin)[0] == path
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import os
 from typing import Any, Sequence
 
 from harness.config import RunConfig
-from harness.executors import ExecutorOptions, Finished, Job, run_resolved, settle
+from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved, settle
 
 
 # the built-in models are Llamas; forkserver_init makes the fork server die with bench
@@ -24,7 +24,6 @@ PRELOAD = ["harness.executors.forkserver_init", "harness.driver", "peft", "trans
 
 def _worker(resolved: dict[str, Any], job: Job, bench_pid: int) -> None:
     from harness.executors.lifeline import die_with_parent
-
     from harness.safe_io import OutputError
 
     die_with_parent(bench_pid)
