@@ -139,7 +139,7 @@ def test_bad_run_values_are_one_line_before_anything_runs(tmp_path, capsys, extr
 
 
 @pytest.mark.parametrize("setting, needles", [("num_beams=0", ["num_beams", "0"]), ("eval_limit=-1", ["eval_limit"]),
-                                              ("precision=fp16", ["precision", "bf16"]), ("lr=1", ["lr", "valid"])])
+                                              ("max_new_tokens=-1", ["max_new_tokens"]), ("lr=1", ["lr", "valid"])])
 def test_bad_eval_values_are_one_line(tmp_path, capsys, setting, needles):
     code, _, err = bench(capsys, "eval", "--model", "tiny-llama", "--tasks", "synthetic", "--set", setting,
                          "--no-progress", "--out", tmp_path)
@@ -574,6 +574,7 @@ def test_missing_data_names_every_place_tried(tmp_path, capsys, monkeypatch):
     from tasks import sources
 
     monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "shared-data")  # as on a fresh machine
+    monkeypatch.setenv("PEFT_BENCH_DATA", str(tmp_path / "given"))  # what --data-dir sets; undone afterwards
     monkeypatch.setenv("PEFT_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PEFT_BENCH_OFFLINE", "1")
     code, _, err = bench(capsys, *RUN, "--methods", "lora", "--tasks", "arc_e", "--data-dir", tmp_path / "given",
@@ -594,6 +595,7 @@ def test_data_found_only_upstream_is_downloaded_into_the_cache(upstream, tmp_pat
     rel = "llm-adapters/dataset/x/test.json"
     pin = hashlib.sha256(b"[1]").hexdigest()
     monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "shared-data")
+    monkeypatch.delenv("PEFT_BENCH_DATA", raising=False)
     path, tried = sources.current(tmp_path / "given").find(rel, pin)
     assert path.is_relative_to(tmp_path / "cache") and sources.sha256(path) == pin
     assert "--data-dir" in tried[0] and "shared-data" in tried[1]
