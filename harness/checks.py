@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import ConfigError
+from harness.errors import ConfigError
 
 Number = (int, float)
 

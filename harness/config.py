@@ -15,11 +15,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from harness import checks
+from harness.errors import ConfigError
 from methods.base import MethodSpec, TrainContext
-
-
-class ConfigError(ValueError):
-    """Bad user input in a configuration; the message names the valid choices."""
 
 
 @dataclass
@@ -249,8 +247,6 @@ def build_configs(spec: MethodSpec, overrides: dict[str, Any], preset: str | Non
                 apply_to_dataclass(holder[name], name, value, f"the trainer ({origin})")
     if hasattr(method_cfg, "__post_init__"):
         method_cfg.__post_init__()  # re-validate (peft configs check their fields here)
-    from harness import checks
-
     checks.check(train, "the trainer", checks.RULES)
     checks.check(evaluation, "the evaluation", checks.RULES)
     checks.check(method_cfg, f"method {spec.name!r}", checks.METHOD_RULES)

@@ -125,10 +125,8 @@ def generic_peft_spec(peft_type: str) -> MethodSpec:
 
     key = peft_type.upper()
     if key not in PEFT_TYPE_TO_CONFIG_MAPPING:
-        from methods.registry import UnknownMethod
-
         valid = sorted(t.lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING)
-        raise UnknownMethod(f"unknown method 'peft:{peft_type}': peft has no tuner {peft_type!r}; "
+        raise LookupError(f"unknown method 'peft:{peft_type}': peft has no tuner {peft_type!r}; "
                             f"valid peft:<type>: {', '.join(valid)}")
     cls = PEFT_TYPE_TO_CONFIG_MAPPING[key]
     doc = f"peft {PeftType(key).value} tuner with peft's defaults (targets default to all decoder linears)"

@@ -48,7 +48,10 @@ def get(name: str) -> MethodSpec:
     if name.startswith("peft:"):
         from methods.peft_tuners import generic_peft_spec
 
-        return generic_peft_spec(name[len("peft:"):])
+        try:
+            return generic_peft_spec(name[len("peft:"):])
+        except LookupError as err:  # no such peft tuner: the message lists the valid ones
+            raise UnknownMethod(str(err)) from None
     methods = _load()
     if name not in methods:
         raise UnknownMethod(
