@@ -182,6 +182,16 @@ class Adapted:
         """The module to evaluate (the adapted model itself for every method so far)."""
         return self.model
 
+    def merged_model(self) -> nn.Module:
+        """The trained model as a plain transformers model, with any adapter folded into the base
+        weights: what ``--save merged`` writes and what a saved weight delta is computed from.
+
+        The default suits methods that train the base weights in place (full, GaLore, LoSiA):
+        their model already is that. Adapter methods merge, possibly in place, so the harness
+        calls this once, after the last evaluation.
+        """
+        return self.model
+
 
 AdaptFn = Callable[[nn.Module, Any, TrainContext], Adapted]
 

@@ -58,6 +58,10 @@ class PeftAdapted(Adapted):
         rank_pattern = getattr(cfg, "rank_pattern", None)
         return {"peft_type": cfg.peft_type.value, **({"rank_pattern": rank_pattern} if rank_pattern else {})}
 
+    def merged_model(self) -> nn.Module:
+        """peft's own merge: the base model with every adapter folded in, peft wrappers removed."""
+        return self.model.merge_and_unload()
+
 
 def _adapt_peft(model: nn.Module, cfg: Any, ctx: TrainContext) -> Adapted:
     from peft import get_peft_model
