@@ -80,8 +80,15 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     return options, job_for(args.out, args.device, not args.no_progress, args.command_line)
 
 
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("peft-bench")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark parameter-efficient fine-tuning methods.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate methods on tasks",
@@ -520,7 +527,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         from methods import registry
 
         for name in registry.names():
-            spec = registry.get(name)
+            try:
+                spec = registry.get(name)
+            except registry.MissingExtra as err:
+                print(f"{name:<22} ({err})")
+                continue
             presets = f" [presets: {', '.join(spec.presets)}]" if spec.presets else ""
             print(f"{name:<22} {spec.description}{presets}")
             print(f"{'':<22} defaults: {_defaults(spec) or '(none)'}")

@@ -209,6 +209,8 @@ class MethodSpec:
     config_cls: type
     adapt: AdaptFn
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # an optional package the method imports: (module, peft-bench extra that installs it)
+    requires: tuple[str, str] | None = None
 
     def default_config(self) -> Any:
         return self.config_cls()
