@@ -75,5 +75,9 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
+        from harness.config import ConfigError  # bad input: one line, before any run starts
+
+        raise ConfigError(f"--device {name}: torch sees no CUDA device here (torch {torch.__version__}, "
+                          f"built {'without CUDA' if torch.version.cuda is None else 'with CUDA ' + torch.version.cuda}); "
+                          f"use --device cpu or auto")
     return device

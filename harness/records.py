@@ -161,3 +161,23 @@ def rebuild_table(out: Path) -> pd.DataFrame:
             os.unlink(tmp)
         raise
     return df
+
+
+class StepLog:
+    """``steps.jsonl`` as training goes: each step appended and flushed at once, so a long run can
+    be followed (``tail -f``) and a killed one keeps the steps it took.
+
+    Opening rewrites the file atomically with ``kept`` (the steps of stages a resumed sequence
+    does not train again); ``write`` appends one line.
+    """
+
+    def __init__(self, path: Path, kept: Iterable[dict[str, Any]] = ()) -> None:
+        atomic_write_jsonl(Path(path), kept)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, step: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(step, default=str) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()

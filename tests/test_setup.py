@@ -1,4 +1,5 @@
-"""Packaging: declared dependencies, optional extras named in one line, --version, TOML on 3.10."""
+"""Install and first commands: declared dependencies, extras named in one line, --version, TOML on
+3.10, an unavailable device."""
 from __future__ import annotations
 
 import importlib.util
@@ -53,3 +54,14 @@ def test_toml_sweeps_fall_back_to_tomli_on_310(tmp_path, monkeypatch):
     path = tmp_path / "s.toml"
     path.write_text('methods = ["lora"]\ntasks = ["arc_e"]\n')
     assert sweep._read(path) == {"methods": ["lora"], "tasks": ["arc_e"]}
+
+
+@pytest.mark.parametrize("command", [["run", "--methods", "lora", "--tasks", "arc_e"], ["eval", "--tasks", "arc_e"]])
+def test_cuda_without_cuda_is_one_line(tmp_path, capsys, monkeypatch, command):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main([*command, "--model", "tiny-llama", "--device", "cuda", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("bench: error: --device cuda: torch sees no CUDA device")
+    assert not (tmp_path / "runs").exists()
