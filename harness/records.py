@@ -28,6 +28,10 @@ TIDY_COLUMNS = [
     "unit", "protocol", "backend", "prompt", "shots", "eval_limit", "data_sha256", "chance", "status",
 ]
 
+# the run's settings, one column each beside the figures (plus the methods' size keys, e.g. r,
+# rank_factor): "accuracy by lr" is a groupby on results.csv, no join with every run.json
+SETTING_COLUMNS = ["label", "lr", "batch_size", "steps", "max_length", "device", "git_commit"]
+INTEGER_COLUMNS = ("seed", "n", "eval_limit", "shots", "batch_size", "steps", "max_length")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -139,16 +143,65 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _size_keys(method: str) -> tuple[str, ...]:
+    from methods import registry
+
+    try:
+        return registry.get(method).size_keys
+    except registry.UnknownMethod:  # eval-only runs (method none), or a method not installed here
+        return ()
+
+
+def run_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings as columns: training budget (none for an evaluation-only run), the
+    method's size keys, where it ran and at which commit."""
+    cfg, env = record["config"], record.get("environment", {})
+    dev = env.get("device", {})
+    out: dict[str, Any] = {"device": f"{dev['type']}: {dev.get('name')}" if dev else None,
+                           "git_commit": env.get("git_commit")}
+    if cfg.get("train_tasks"):
+        train = cfg["train"]
+        done = record.get("costs", {}).get("steps")
+        out.update(lr=train["lr"], batch_size=train["batch_size"], max_length=train["max_length"],
+                   steps=int(done[0]) if done else train["max_steps"] or None)
+        out.update({k: cfg["method_config"].get(k) for k in _size_keys(cfg["method"])})
+    return out
+
+
+def _integers(df: pd.DataFrame, rows: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
+    """Counts stay integers (pandas makes a column with gaps float): nullable Int64 for every
+    column whose recorded values are all ints."""
+    for col in columns:
+        values = [r[col] for r in rows if r.get(col) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            df[col] = df[col].astype("Int64")
+    return df
+
+
 def rebuild_table(out: Path) -> pd.DataFrame:
-    """Rebuild ``results.csv`` and ``results.parquet`` from every run folder under ``out``."""
+    """Rebuild ``results.csv`` and ``results.parquet`` from every run folder under ``out``: the
+    tidy rows of every run, each with its run's settings and variant label (as reports label it)."""
+    from reports.load import Run, assign_labels
+
     out = Path(out)
-    rows: list[dict[str, Any]] = []
+    runs: list[Run] = []
     for path in sorted((out / "runs").glob("*/run.json")):
         try:
-            rows.extend(tidy_rows(read_json(path)))
+            record = read_json(path)
+            runs.append(Run(record["run_id"], path.parent, record))
         except (OSError, json.JSONDecodeError, KeyError):
             continue  # a run folder being written right now, or not ours
-    df = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    assign_labels(runs)
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        try:
+            settings = {**run_settings(run.record), "label": run.label}
+            rows.extend({**row, **settings} for row in tidy_rows(run.record))
+        except KeyError:
+            continue  # not a run record of ours
+    sizes = sorted({k for r in rows for k in r} - set(TIDY_COLUMNS) - set(SETTING_COLUMNS))
+    df = pd.DataFrame(rows, columns=TIDY_COLUMNS + SETTING_COLUMNS + sizes)
+    df = _integers(df, rows, [*INTEGER_COLUMNS, *sizes])
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
     fd, tmp = tempfile.mkstemp(prefix=".results.parquet.", dir=out)
     os.close(fd)

@@ -211,6 +211,9 @@ class MethodSpec:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # an optional package the method imports: (module, peft-bench extra that installs it)
     requires: tuple[str, str] | None = None
+    # config keys that set how much the method trains (LoRA's r, LoSiA's rank_factor): columns of
+    # results.csv, so a table groups by them without reading every run.json
+    size_keys: tuple[str, ...] = ()
 
     def default_config(self) -> Any:
         return self.config_cls()

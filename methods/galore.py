@@ -88,5 +88,6 @@ def adapt(model: nn.Module, cfg: GaloreConfig, ctx: TrainContext) -> GaloreAdapt
 
 METHODS = [
     MethodSpec("galore", "GaLore (galore-torch): full-parameter AdamW with low-rank projected moments "
-               "on all decoder linears", GaloreConfig, adapt, requires=("galore_torch", "galore")),
+               "on all decoder linears", GaloreConfig, adapt, requires=("galore_torch", "galore"),
+               size_keys=("rank",)),
 ]
