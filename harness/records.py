@@ -23,6 +23,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.labels import variant_labels
+
 TIDY_COLUMNS = [
     "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
     "unit", "protocol", "backend", "prompt", "shots", "eval_limit", "data_sha256", "chance", "status",
@@ -181,22 +183,20 @@ def _integers(df: pd.DataFrame, rows: list[dict[str, Any]], columns: Iterable[st
 def rebuild_table(out: Path) -> pd.DataFrame:
     """Rebuild ``results.csv`` and ``results.parquet`` from every run folder under ``out``: the
     tidy rows of every run, each with its run's settings and variant label (as reports label it)."""
-    from reports.load import Run, assign_labels
-
     out = Path(out)
-    runs: list[Run] = []
+    found: dict[str, dict[str, Any]] = {}
     for path in sorted((out / "runs").glob("*/run.json")):
         try:
             record = read_json(path)
-            runs.append(Run(record["run_id"], path.parent, record))
+            found[record["run_id"]] = record
         except (OSError, json.JSONDecodeError, KeyError):
             continue  # a run folder being written right now, or not ours
-    assign_labels(runs)
+    labels = variant_labels({run_id: record.get("config", {}) for run_id, record in found.items()})
     rows: list[dict[str, Any]] = []
-    for run in runs:
+    for run_id, record in found.items():
         try:
-            settings = {**run_settings(run.record), "label": run.label}
-            rows.extend({**row, **settings} for row in tidy_rows(run.record))
+            settings = {**run_settings(record), "label": labels[run_id]}
+            rows.extend({**row, **settings} for row in tidy_rows(record))
         except KeyError:
             continue  # not a run record of ours
     sizes = sorted({k for r in rows for k in r} - set(TIDY_COLUMNS) - set(SETTING_COLUMNS))
