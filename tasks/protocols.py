@@ -44,6 +44,10 @@ class EvalSettings:
     max_new_tokens: int = 0  # generation: 0 = the task's own budget
     workdir: Path | None = None  # backends may write files here (lm-eval task exports)
     limit: int = 0  # lm-eval:NAME tasks only (ours pass their items): items per task, 0 = all
+    # lm-eval:NAME tasks only, as lm-eval's --num_fewshot / --apply_chat_template (ours are
+    # zero-shot prompts without a chat template); None = the task's own default
+    num_fewshot: int | None = None
+    apply_chat_template: bool = False
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Evaluation:
     protocol: str  # as measured (an lm-eval:NAME task reports lm-eval's own output type)
     prompt: str  # template id (+ decoding for generation): equal ids = equal phrasing
     shots: int = 0
+    chat_template: bool = False  # prompts went through the tokenizer's chat template
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -136,9 +141,7 @@ def check(task: Task, protocol: str, backend: str) -> None:
     get(protocol)
     if backend not in BACKENDS:
         raise ProtocolError(f"unknown evaluation backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if task.family == "lm-eval":
-        if backend != "lm-eval":
-            raise ProtocolError(f"{task.name} is defined by lm-evaluation-harness: add --eval-backend lm-eval")
+    if task.family == "lm-eval":  # lm-eval's own task: lm-eval evaluates it, whatever the backend
         return
     if protocol not in task.protocols:
         raise ProtocolError(f"task {task.name} has no {protocol} protocol (it supports: {', '.join(task.protocols)}); "
@@ -157,11 +160,17 @@ def resolve(tasks: Sequence[Task], requested: str) -> str:
     raise ProtocolError(f"no protocol fits every task ({spread}); evaluate them in separate commands")
 
 
+def backend_for(task: Task, backend: str) -> str:
+    """Who evaluates ``task``: lm-eval for an ``lm-eval:NAME`` task (only lm-eval knows it), else
+    the run's backend; so lm-eval tasks and ours mix in one command."""
+    return "lm-eval" if task.family == "lm-eval" else backend
+
+
 def evaluate(backend: str, protocol: str, model: nn.Module, tokenizer: Any, task: Task,
              examples: Sequence[Example], settings: EvalSettings) -> Evaluation:
-    """Evaluate ``examples`` of ``task`` under ``protocol`` with ``backend``."""
+    """Evaluate ``examples`` of ``task`` under ``protocol`` with ``backend`` (see ``backend_for``)."""
     check(task, protocol, backend)
-    if backend == "lm-eval":
+    if backend_for(task, backend) == "lm-eval":
         from tasks import lm_eval_bridge
 
         return lm_eval_bridge.evaluate(protocol, model, tokenizer, task, examples, settings)
