@@ -185,3 +185,24 @@ class Trackers:
             if values:
                 tracker.log_final(self.last_step, values)
             tracker.close(record.get("status") == "ok")
+
+
+class LiveLog:
+    """What follows a run while it trains: ``steps.jsonl``, appended and flushed every step
+    (``records.StepLog``), and the trackers asked for. ``kept``: steps of stages a resumed
+    sequence does not train again."""
+
+    def __init__(self, folder: Path, out: Path, run_id: str, config: dict[str, Any], report_to: tuple[str, ...],
+                 kept: list[dict[str, Any]]) -> None:
+        from harness.records import StepLog
+
+        self.steps = StepLog(Path(folder) / "steps.jsonl", kept)
+        self.trackers = Trackers(report_to, out, run_id, config)
+
+    def step(self, step: dict[str, Any]) -> None:
+        self.steps.write(step)
+        self.trackers.log_step(step)
+
+    def finish(self, record: dict[str, Any]) -> None:
+        self.steps.close()
+        self.trackers.finish(record)
