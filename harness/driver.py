@@ -24,10 +24,12 @@ from harness import records
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict
 from harness.data import TrainBatches
 from harness.environment import environment
+from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import backward_transfer, final_average, retention_forgetting, sequential_forgetting
 from harness.measure import MemoryProbe, param_bytes, total_params
 from harness.models import cache_dir, load_model, model_info
 from harness.trainer import TrainResult, train
+from harness.trackers import LiveLog
 from methods import registry as method_registry
 from methods.base import Adapted, TrainContext
 from tasks import protocols
@@ -65,10 +67,12 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
         items = data.test[:tc.eval_limit] if tc.eval_limit else data.test
     settings = protocols.EvalSettings(batch_size=tc.eval_batch_size, device=device, progress=progress,
                                       num_beams=tc.num_beams, max_new_tokens=tc.max_new_tokens,
-                                      workdir=cache_dir(), limit=tc.eval_limit)
+                                      workdir=cache_dir(), limit=tc.eval_limit, num_fewshot=cfg.num_fewshot,
+                                      apply_chat_template=cfg.apply_chat_template)
     ev = protocols.evaluate(cfg.backend, cfg.protocol, model, tokenizer, task, items, settings)
     summary = {"task": task_name, "phase": phase, "metrics": ev.metrics, "protocol": ev.protocol,
-               "backend": cfg.backend, "prompt": ev.prompt, "shots": ev.shots,
+               "backend": protocols.backend_for(task, cfg.backend), "prompt": ev.prompt, "shots": ev.shots,
+               "chat_template": ev.chat_template,
                "data_sha256": _data_sha(data.checksums), "chance": task.chance, "split_note": data.split_note,
                **({"settings": ev.extra} if ev.extra else {})}
     return summary, ev.samples
@@ -81,7 +85,8 @@ def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_n
     key_src = {"model": cfg.model, "task": task_name, "protocol": cfg.protocol, "backend": cfg.backend,
                "data": data.checksums, "eval_limit": cfg.train.eval_limit, "precision": cfg.train.precision,
                "num_beams": cfg.train.num_beams, "max_new_tokens": cfg.train.max_new_tokens,
-               "scorer": EVAL_SCORER_VERSION, "device": device.type}
+               "scorer": EVAL_SCORER_VERSION, "device": device.type,
+               **{k: v for k, v in cfg.resolved().items() if k in ("num_fewshot", "apply_chat_template")}}
     path = _cache_path(out, "eval", key_src)
     if path.exists():
         cached = records.read_json(path)
@@ -111,8 +116,9 @@ def text_loss(out: Path | None, model: torch.nn.Module, tokenizer: Any, cfg: Run
 
 
 def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = True,
-            command: str | None = None) -> dict[str, Any]:
-    """Execute a run and write its folder; exceptions are recorded, never raised."""
+            command: str | None = None, save: str = DEFAULT_SAVE, report_to: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Execute a run and write its folder; exceptions are recorded, never raised. ``save``: what
+    to keep of the trained model (``harness.export``); ``report_to``: trackers to feed."""
     out = Path(out)
     folder = records.run_dir(out, cfg.run_id)
     record: dict[str, Any] = {"run_id": cfg.run_id, "status": "running", "config": cfg.resolved(),
@@ -128,8 +134,13 @@ def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = Tr
     steps: list[dict[str, Any]] = []
     if previous:  # keep the steps of finished stages only; the interrupted stage is trained again
         steps = [s for s in records.read_jsonl(folder / "steps.jsonl") if s.get("stage", 0) <= done]
+    live: LiveLog | None = None
     try:
-        _execute(cfg, out, folder, device, record, steps, progress)
+        live = LiveLog(folder, out, cfg.run_id, record["config"], report_to, steps)
+        adapted, tokenizer = _execute(cfg, out, folder, device, record, steps, progress, live)
+        if save != "none":  # after every evaluation: merging may change the model in place
+            record["saved"] = save_trained(adapted, save, folder / save, cfg.model, tokenizer,
+                                           lambda: load_model(cfg.model)[0], {"run_id": cfg.run_id, "method": cfg.method})
         record["status"] = "ok"
         (folder / "checkpoint.pt").unlink(missing_ok=True)
     except BaseException as err:  # record every failure, including OOM and KeyboardInterrupt
@@ -141,6 +152,11 @@ def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = Tr
             raise
     finally:
         record["ended"] = _now()
+        if live is not None:
+            try:
+                live.finish(record)
+            except Exception as err:  # noqa: BLE001 - a tracker's failure must not lose the run's record
+                record["tracker_error"] = f"{type(err).__name__}: {str(err)[:500]}"
         _write(folder, record, steps)
     return record
 
@@ -182,7 +198,8 @@ def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, devic
 
 
 def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, record: dict[str, Any],
-             steps: list[dict[str, Any]], progress: bool) -> None:
+             steps: list[dict[str, Any]], progress: bool, live: LiveLog) -> tuple[Adapted, Any]:
+    """The run's work, filling ``record``; returns the trained model and its tokenizer."""
     torch.manual_seed(cfg.seed)
     spec = method_registry.get(cfg.method)
     eval_names = list(dict.fromkeys(cfg.eval_tasks + cfg.retention_tasks))
@@ -226,10 +243,12 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
             batches, n_steps, ctx = _stage_context(cfg, stage, tokenizer, device, cfg.seed + k)
             adapted.start_stage(ctx)
         profile_step = max(0, min(tc.timing_warmup_steps, n_steps) - 1) if not results else -1
+        stage_tag = {"stage": k + 1} if cfg.sequence else {}
         with probe.track():
-            result = train(adapted, batches, n_steps, device, ctx.grad_clip, tc.precision, profile_step, progress)
+            result = train(adapted, batches, n_steps, device, ctx.grad_clip, tc.precision, profile_step, progress,
+                           on_step=lambda s, tag=stage_tag: live.step({**s, **tag}))
         results.append(result)
-        steps.extend({**s, "stage": k + 1} if cfg.sequence else s for s in result.steps)
+        steps.extend({**s, **stage_tag} for s in result.steps)
         phase = f"stage-{k + 1}" if cfg.sequence else "after"
         for name in eval_names:
             summary, samples = evaluate_task(adapted.for_eval(), tokenizer, name, cfg, phase, device, progress)
@@ -255,6 +274,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
     record["calibration_memory"] = calib.figures
     record["method_record"] = adapted.record()
     record["train_config"] = dataclasses.asdict(tc)
+    return adapted, tokenizer
 
 
 def validation_items(cfg: RunConfig, task_name: str) -> list[Any]:
@@ -327,17 +347,21 @@ def derived_metrics(cfg: RunConfig, evals: list[dict[str, Any]], record: dict[st
 
 
 def eval_only(model_name: str, task_names: list[str], train_cfg: Any, out: Path, device: torch.device,
-              progress: bool = True, protocol: str = "likelihood", backend: str = "native") -> list[dict[str, Any]]:
-    """``bench eval``: score a model without training; recorded as a run of method ``none``."""
+              progress: bool = True, protocol: str = "likelihood", backend: str = "native",
+              adapter: str | None = None, num_fewshot: int | None = None,
+              apply_chat_template: bool = False) -> list[dict[str, Any]]:
+    """``bench eval``: score a model (with ``adapter`` applied when given) without training;
+    recorded as a run of method ``none``."""
     cfg = RunConfig(model=model_name, method="none", method_config={}, train_tasks=(), eval_tasks=tuple(task_names),
-                    train=train_cfg, protocol=protocol, backend=backend)
+                    train=train_cfg, protocol=protocol, backend=backend, adapter=adapter, num_fewshot=num_fewshot,
+                    apply_chat_template=apply_chat_template)
     for name in task_names:
         task_registry.load(task_registry.get(name))  # fail on missing data before loading the model
     folder = records.run_dir(out, cfg.run_id)
     record: dict[str, Any] = {"run_id": cfg.run_id, "status": "running", "config": cfg.resolved(),
                               "started": _now(), "model_note": model_info(model_name).note,
                               "environment": environment(device), "evals": []}
-    model, tokenizer = load_model(model_name)
+    model, tokenizer = load_model(model_name, adapter=adapter)
     model.to(device)
     for name in task_names:
         summary, samples = evaluate_task(model, tokenizer, name, cfg, "eval", device, progress)

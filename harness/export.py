@@ -32,6 +32,7 @@ from torch import nn
 from methods.base import Adapted
 
 SAVE_KINDS = ("adapter", "merged", "none")
+DEFAULT_SAVE = "adapter"
 DELTA_FORMAT = "peft-bench-delta"
 DELTA_VERSION = 1
 DELTA_CONFIG = "delta_config.json"

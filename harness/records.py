@@ -27,7 +27,7 @@ from harness.labels import variant_labels
 
 TIDY_COLUMNS = [
     "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
-    "unit", "protocol", "backend", "prompt", "shots", "eval_limit", "data_sha256", "chance", "status",
+    "unit", "protocol", "backend", "prompt", "shots", "chat_template", "eval_limit", "data_sha256", "chance", "status",
 ]
 
 # the run's settings, one column each beside the figures (plus the methods' size keys, e.g. r,
@@ -130,7 +130,7 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "unit": "fraction", "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
                 # how it was measured: an lm-eval:NAME task reports its own protocol and shots
                 "protocol": ev.get("protocol", base["protocol"]), "backend": ev.get("backend", base["backend"]),
-                "prompt": ev.get("prompt"), "shots": ev.get("shots"),
+                "prompt": ev.get("prompt"), "shots": ev.get("shots"), "chat_template": ev.get("chat_template", False),
             })
     for d in record.get("derived", []):  # forgetting, BWT, final average accuracy, LM-loss change
         rows.append({**base, "task": d["task"], "phase": d["phase"], "metric": d["metric"], "value": d["value"],

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,13 @@ def _tag(cfg: RunConfig, labels: dict[str, str] | None = None) -> str:
     return tag + (f" (tuning: {cfg.validation} held out)" if cfg.validation else "")
 
 
+IN_ORDER = ("local", "inline")  # executors that run one run at a time, in the order given
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
 def launch(cfgs: list[RunConfig], executor: str, options: ExecutorOptions, job: Job, *, force: bool = False,
            retry_failed: bool = False, labels: dict[str, str] | None = None) -> int:
     """Hand the runs not done yet to the executor, one line per run; returns how many are not ok."""
@@ -276,10 +284,15 @@ def launch(cfgs: list[RunConfig], executor: str, options: ExecutorOptions, job: 
     if not todo:
         return failed
     print(f"running {len(todo)} run(s) with the {executor} executor", flush=True)
-    for k, (cfg, record) in enumerate(get(executor)(todo, job, options), 1):
+    finished = get(executor)(todo, job, options)
+    for k in range(1, len(todo) + 1):
+        if executor in IN_ORDER:  # the next run starts when the next outcome is asked for
+            print(f"[{k}/{len(todo)}] {_tag(todo[k - 1], labels)}: started {_clock()} "
+                  f"(steps: {records.run_dir(job.out, todo[k - 1].run_id) / 'steps.jsonl'})", flush=True)
+        cfg, record = next(finished)
         folder = records.run_dir(job.out, cfg.run_id)
         if record.get("status") == "ok":
-            print(f"[{k}/{len(todo)}] {_tag(cfg, labels)}: ok -> {folder}", flush=True)
+            print(f"[{k}/{len(todo)}] {_tag(cfg, labels)}: ok at {_clock()} -> {folder}", flush=True)
         else:
             failed += 1
             err = record.get("error", {})

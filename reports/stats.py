@@ -28,7 +28,7 @@ from reports.load import ReportError, Run, load_results
 
 ALPHA = 0.05
 BOOTSTRAP_ITERS = 10_000
-MEASURED_BY = ("protocol", "backend", "prompt", "data_sha256")
+MEASURED_BY = ("protocol", "backend", "prompt", "shots", "chat_template", "data_sha256")
 
 
 @dataclass(frozen=True)

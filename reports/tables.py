@@ -22,7 +22,7 @@ TASK_HEADERS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "
                 "winogrande": "WinoGrande", "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
 KEY_HEADERS = {"model": "Model", "label": "Method", "task": "Task", "seed": "Seed", "device": "Device",
                "layer": "Layer", "metric": "Metric", "phase": "Phase"}
-EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "data_sha256", "eval_limit"]
+EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "chat_template", "data_sha256", "eval_limit"]
 COST_COMPAT = ["metric", "unit", "device"]  # a step time from another device is another quantity
 LOWER_IS_BETTER = ("time", "bytes", "loss", "forgetting", "params", "pct", "flops")
 BASE_LABEL = "base (before training)"

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from harness import records
 from harness.config import ConfigError, RunConfig, run_config_from_dict
+from harness.export import DEFAULT_SAVE
 
 NAMES = ("local", "inline", "ray", "slurm")
 
@@ -37,6 +38,8 @@ class Job:
     progress: bool = False
     command: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # PEFT_BENCH_* settings (data folder, hub)
+    save: str = DEFAULT_SAVE  # --save: what each run keeps of its trained model (harness.export)
+    report_to: tuple[str, ...] = ()  # --report-to: trackers (harness.trackers)
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,12 @@ class MissingExtra(ConfigError):
     """An executor's optional package is not installed (a user error: the message says what to install)."""
 
 
-def job_for(out: Path, device: str, progress: bool, command: str | None) -> Job:
+def job_for(out: Path, device: str, progress: bool, command: str | None, save: str = DEFAULT_SAVE,
+            report_to: tuple[str, ...] = ()) -> Job:
     """A submission's shared settings, with the environment a run needs on another node."""
     env = {k: v for k, v in os.environ.items() if k.startswith("PEFT_BENCH_")}
-    return Job(out=Path(out).resolve(), device=device, progress=progress, command=command, env=env)
+    return Job(out=Path(out).resolve(), device=device, progress=progress, command=command, env=env, save=save,
+               report_to=report_to)
 
 
 def get(name: str) -> Executor:
@@ -101,7 +106,8 @@ def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
 
     os.environ.update(job.env)
     device = pick_device(job.device)
-    return run_one(run_config_from_dict(resolved), job.out, device, job.progress, job.command)
+    return run_one(run_config_from_dict(resolved), job.out, device, job.progress, job.command, job.save,
+                   job.report_to)
 
 
 def settle(cfg: RunConfig, out: Path, how: str) -> dict[str, Any]:

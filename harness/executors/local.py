@@ -51,4 +51,4 @@ def run_inline(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) -
 
     device = pick_device(job.device)
     for cfg in plans:
-        yield cfg, run_one(cfg, job.out, device, job.progress, job.command)
+        yield cfg, run_one(cfg, job.out, device, job.progress, job.command, job.save, job.report_to)
