@@ -47,13 +47,13 @@ def test_missing_galore_is_one_line_naming_the_extra(tmp_path, capsys, monkeypat
 
 def test_toml_sweeps_fall_back_to_tomli_on_310(tmp_path, monkeypatch):
     """Python 3.10 has no tomllib; the sweep reader takes tomli, the same parser."""
-    from harness import sweep
+    from harness.sweep import file as sweep_file
 
     monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib now raises ImportError
     monkeypatch.setitem(sys.modules, "tomli", tomllib)
     path = tmp_path / "s.toml"
     path.write_text('methods = ["lora"]\ntasks = ["arc_e"]\n')
-    assert sweep._read(path) == {"methods": ["lora"], "tasks": ["arc_e"]}
+    assert sweep_file._read(path) == {"methods": ["lora"], "tasks": ["arc_e"]}
 
 
 @pytest.mark.parametrize("command", [["run", "--methods", "lora", "--tasks", "arc_e"], ["eval", "--tasks", "arc_e"]])
