@@ -51,9 +51,9 @@ def test_save_none_keeps_nothing_and_fewshot_needs_an_lm_eval_task(tmp_path, cap
 
 
 def test_help_shows_the_dataclass_defaults(capsys):
-    from harness.config import TrainConfig
+    from harness.config import EvalConfig, TrainConfig
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default {TrainConfig.max_steps})" in text and f"default {TrainConfig.eval_limit})" in text
+    assert f"(default {TrainConfig.max_steps})" in text and f"default {EvalConfig.eval_limit})" in text
