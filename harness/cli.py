@@ -31,14 +31,23 @@ def _csv(text: str) -> list[str]:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from harness.config import EvalConfig
+
     p.add_argument("--model", default="smollm2-135m",
                    help="built-in name (smollm2-135m, tiny-llama, smollm2-shapes), hub id or local folder "
                         "(default: smollm2-135m, embedded, works offline)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated task names or suites (commonsense, math), e.g. arc_e,boolq; also "
                         "path/to/task.yaml (your own task file), file:PATH (an LLM-Adapters-format .json or "
-                        "folder) and lm-eval:NAME (an lm-eval task)")
-    p.add_argument("--eval-limit", type=int, default=None, help="test items per task (0 = all; default 50)")
+                        "folder) and lm-eval:NAME (an lm-eval task, evaluated by lm-eval whatever --eval-backend "
+                        "says)")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help=f"test items per task (0 = all; default {EvalConfig.eval_limit})")
+    p.add_argument("--num-fewshot", type=int, default=None, metavar="K",
+                   help="lm-eval:NAME tasks: few-shot examples, as lm-eval's --num_fewshot (default: the task's own)")
+    p.add_argument("--apply-chat-template", action="store_true",
+                   help="lm-eval:NAME tasks: prompts through the tokenizer's chat template, as lm-eval's "
+                        "--apply_chat_template")
     p.add_argument("--protocol", choices=["auto", "likelihood", "generate"], default="auto",
                    help="likelihood: multiple choice by log-likelihood (acc, acc_norm); generate: LLM-Adapters "
                         "prompt, greedy decoding (--set num_beams=4 for their beam search), answer extraction. "
@@ -59,16 +68,27 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
                    help="local (default): a fresh worker process per run, one at a time; inline: this process; "
                         "ray: a Ray task per run (pip install 'peft-bench[ray]'); slurm: a Slurm job array via "
                         "submitit (pip install 'peft-bench[slurm]')")
-    g.add_argument("--cpus-per-run", type=int, default=1, help="ray/slurm: CPUs per run (default 1)")
+    g.add_argument("--cpus-per-run", type=int, default=1, help="ray/slurm: CPUs per run (default %(default)s)")
     g.add_argument("--ray-address", default=None,
                    help="ray: cluster to join, e.g. ray://head:10001 or auto (default: $RAY_ADDRESS, else a local "
                         "Ray instance); a run asks for one GPU when the device is CUDA")
     g.add_argument("--slurm-partition", default=None, help="slurm: partition")
-    g.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="slurm: time limit per run (default 60)")
-    g.add_argument("--slurm-gpus", type=int, default=0, help="slurm: GPUs per run (default 0)")
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="slurm: time limit per run (default %(default)s)")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="slurm: GPUs per run (default %(default)s)")
     g.add_argument("--slurm-mem", type=float, default=None, metavar="GB", help="slurm: memory per run")
     g.add_argument("--slurm-cluster", choices=["slurm", "local", "debug"], default=None,
                    help="slurm: submitit backend (default: slurm where sbatch exists, else local processes)")
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    """What each run keeps and reports, besides its records (bench run and bench sweep)."""
+    from harness.export import DEFAULT_SAVE, SAVE_KINDS
+
+    p.add_argument("--save", choices=SAVE_KINDS, default=DEFAULT_SAVE,
+                   help="keep the trained model in runs/<id>/: adapter (default: peft's folder, or the changed "
+                        "weights as safetensors), merged (a plain transformers folder), none (big sweeps)")
+    p.add_argument("--report-to", default="none", metavar="TRACKERS",
+                   help="tensorboard, wandb, mlflow (comma-separated), as HF Trainer's report_to; default none")
 
 
 def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -85,11 +105,24 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     options = ExecutorOptions(cpus_per_run=args.cpus_per_run, ray_address=args.ray_address,
                               slurm_cluster=args.slurm_cluster, slurm_partition=args.slurm_partition,
                               slurm_time_min=args.slurm_time, slurm_gpus=args.slurm_gpus, slurm_mem_gb=args.slurm_mem)
-    return options, job_for(args.out, args.device, not args.no_progress, args.command_line, getattr(args, "force", False))
+    from harness.trackers import parse_report_to
+
+    return options, job_for(args.out, args.device, not args.no_progress, args.command_line,
+                            getattr(args, "force", False), args.save, parse_report_to(args.report_to))
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("peft-bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness.config import TrainConfig
+    from harness.perf.timing import PerfConfig
+
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark parameter-efficient fine-tuning methods.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate methods on tasks",
@@ -100,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     run.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     budget = run.add_mutually_exclusive_group()
-    budget.add_argument("--max-steps", type=int, default=None, help="optimizer steps per run (default 60)")
+    budget.add_argument("--max-steps", type=int, default=None,
+                        help=f"optimizer steps per run (default {TrainConfig.max_steps})")
     budget.add_argument("--epochs", type=float, default=None, help="epochs over the training split instead of steps")
     run.add_argument("--per-task", action="store_true", help="train one model per task instead of one on the mixture")
     run.add_argument("--sequence", default=None, metavar="T1,T2,...",
@@ -114,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default=None, help="hyperparameter preset of every method, e.g. paper (published GPU settings)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override a trainer key (lr=3e-4, batch_size=4) or a method key (lora.r=16); repeatable")
+    _add_outputs(run)
     _add_executor(run)
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     run.set_defaults(func=cmd_run)
@@ -134,11 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-dir", type=Path, default=None, help="offline data folder")
     sweep.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda ...")
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_outputs(sweep)
     _add_executor(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
-    ev = sub.add_parser("eval", help="evaluate a model without training")
+    ev = sub.add_parser("eval", help="evaluate a model (and an adapter) without training")
     _add_common(ev)
+    ev.add_argument("--adapter", default=None, metavar="DIR",
+                    help="apply this adapter to --model first: a peft adapter folder, or one saved by bench run "
+                         "(runs/<id>/adapter). --model DIR alone, DIR an adapter folder, takes its base from "
+                         "adapter_config.json, as lm-eval's peft=")
     ev.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="evaluation key: eval_batch_size, num_beams, max_new_tokens (0 = task's), eval_limit")
     ev.set_defaults(func=cmd_eval)
@@ -161,11 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--methods", default=None, help="comma-separated methods (default: lora,losia-pro, or the baseline's)")
     perf.add_argument("--shape", choices=["tiny", "smollm2"], default=None,
                       help="model shapes, random weights (default: smollm2 = SmolLM2-135M: 30 layers, hidden 576)")
-    perf.add_argument("--batch-size", type=int, default=None, help="default 8")
-    perf.add_argument("--seq-len", type=int, default=None, help="default 128")
-    perf.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
-    perf.add_argument("--steps-per-round", type=int, default=None, help="default 3")
-    perf.add_argument("--warmup", type=int, default=None, help="untimed steps per method before the rounds (default 2)")
+    perf.add_argument("--batch-size", type=int, default=None, help=f"default {PerfConfig.batch_size}")
+    perf.add_argument("--seq-len", type=int, default=None, help=f"default {PerfConfig.seq_len}")
+    perf.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {PerfConfig.rounds})")
+    perf.add_argument("--steps-per-round", type=int, default=None, help=f"default {PerfConfig.steps_per_round}")
+    perf.add_argument("--warmup", type=int, default=None,
+                      help=f"untimed steps per method before the rounds (default {PerfConfig.warmup_steps})")
     perf.add_argument("--start-step", type=int, default=None,
                       help="step index the steps start from, so step-dependent schedules are timed at that point "
                            "of a run (e.g. with losia-pro.sync=true and a start past the first period, no layer "
@@ -198,10 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "with global LoRA, fully localized and diagonal-local adapters at matched "
                                        "budgets; report reached and closed-form best errors as a table and a plot.")
     synth.add_argument("--out", type=Path, default=Path("results/synth"), help="output folder (default results/synth)")
-    synth.add_argument("--size", type=int, default=256, help="target matrix size (default 256)")
-    synth.add_argument("--blocks", type=int, default=4, help="K, blocks per side (default 4)")
-    synth.add_argument("--ranks", default="4,8,16,32", help="LoRA-equivalent budgets r (default 4,8,16,32)")
-    synth.add_argument("--steps", type=int, default=300, help="Adam steps per fit (default 300)")
+    synth.add_argument("--size", type=int, default=256, help="target matrix size (default %(default)s)")
+    synth.add_argument("--blocks", type=int, default=4, help="K, blocks per side (default %(default)s)")
+    synth.add_argument("--ranks", default="4,8,16,32", help="LoRA-equivalent budgets r (default %(default)s)")
+    synth.add_argument("--steps", type=int, default=300, help="Adam steps per fit (default %(default)s)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
 
@@ -250,7 +291,8 @@ def run_grid(args: argparse.Namespace) -> Grid:
     return Grid(model=args.model, methods=tuple(_csv(args.methods)), tasks=args.tasks, sequence=args.sequence,
                 seeds=seeds, per_task=args.per_task, retention=args.retention, retention_text=args.retention_text,
                 preset=args.preset, overrides=split_overrides(args.sets), max_steps=args.max_steps,
-                epochs=args.epochs, eval_limit=args.eval_limit, protocol=args.protocol, backend=args.eval_backend)
+                epochs=args.epochs, eval_limit=args.eval_limit, protocol=args.protocol, backend=args.eval_backend,
+                num_fewshot=args.num_fewshot, apply_chat_template=args.apply_chat_template)
 
 
 def _budget_line(plans: list[Any]) -> str:
@@ -306,12 +348,12 @@ def summary_table(df: Any) -> str:
         return "(no results)"
     acc = df[df.metric == "acc"]
     tasks_ = list(dict.fromkeys(acc.task))
-    header = ["method", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable", "status"]
+    header = ["method", "trained on", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable", "status"]
     rows = []
-    for (run_id, method, seed), g in df.groupby(["run_id", "method", "seed"], sort=False):
+    for (run_id, method, trained, seed), g in df.groupby(["run_id", "method", "train_tasks", "seed"], sort=False):
         final = metrics.final_phase(g.phase)
         value = lambda metric, task, phase: g[(g.metric == metric) & (g.task == task) & (g.phase == phase)].value  # noqa: E731
-        cells = [method, str(seed)]
+        cells = [method, trained, str(seed)]
         for task in tasks_:
             b, a = value("acc", task, metrics.BEFORE), value("acc", task, final)
             cells.append(f"{b.iloc[0]:.3f}->{a.iloc[0]:.3f}" if len(b) and len(a) else
@@ -341,11 +383,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from harness.config import split_overrides
     from harness.driver import eval_only
     from harness.environment import pick_device
-    from harness.models import check_model
+    from harness.models import check_model, resolve_model
 
-    cfg = plan.eval_run(args.model, args.tasks, args.eval_limit, split_overrides(args.sets), args.protocol,
-                        args.eval_backend)
-    check_model(args.model)
+    model, adapter = resolve_model(args.model, args.adapter)
+    cfg = plan.eval_run(model, args.tasks, args.eval_limit, split_overrides(args.sets), args.protocol,
+                        args.eval_backend, adapter, args.num_fewshot, args.apply_chat_template)
+    check_model(model)
+    if adapter:
+        print(f"model {model} with adapter {adapter}")
     record = eval_only(cfg, args.out, pick_device(args.device), not args.no_progress)
     width = max([12, *(len(r["task"]) for r in record.get("evals", []))])  # names in full: a path's tail says nothing
     print(f"\n{'task':<{width}} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
@@ -416,7 +461,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         from methods import registry
 
         for name in registry.names():
-            spec = registry.get(name)
+            try:
+                spec = registry.get(name)
+            except registry.MissingExtra as err:
+                print(f"{name:<22} ({err})")
+                continue
             presets = f" [presets: {', '.join(spec.presets)}]" if spec.presets else ""
             print(f"{name:<22} {spec.description}{presets}")
             print(f"{'':<22} defaults: {_defaults(spec) or '(none)'}")

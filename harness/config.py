@@ -108,6 +108,9 @@ class RunConfig:
     # training items per task held out (seeded, the same for every run) and scored after training
     # as phase "val": model selection (sweep ``select``) without ever looking at test items
     validation: int = 0
+    adapter: str | None = None  # bench eval --adapter: a peft folder or saved delta applied to model
+    num_fewshot: int | None = None  # lm-eval:NAME tasks: lm-eval's --num_fewshot (None: the task's)
+    apply_chat_template: bool = False  # lm-eval:NAME tasks: lm-eval's --apply_chat_template
 
     def stages(self) -> list[tuple[str, ...]]:
         return [(t,) for t in self.train_tasks] if self.sequence else [self.train_tasks]
@@ -132,6 +135,9 @@ class RunConfig:
             "protocol": self.protocol,
             "backend": self.backend,
             **({"validation": self.validation} if self.validation else {}),  # absent = 0: ids unchanged
+            **({"adapter": self.adapter} if self.adapter else {}),
+            **({"num_fewshot": self.num_fewshot} if self.num_fewshot is not None else {}),
+            **({"apply_chat_template": True} if self.apply_chat_template else {}),
         }
 
     @property
@@ -277,5 +283,6 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
         eval=EvalConfig(**{k: v for k, v in settings.items() if k in EVAL_KEYS}),
         protocol=d.get("protocol", "likelihood"), backend=d.get("backend", "native"),
         retention_tasks=tuple(d.get("retention_tasks", ())), retention_text=d.get("retention_text"),
-        sequence=d.get("sequence", False), validation=d.get("validation", 0),
+        sequence=d.get("sequence", False), validation=d.get("validation", 0), adapter=d.get("adapter"),
+        num_fewshot=d.get("num_fewshot"), apply_chat_template=d.get("apply_chat_template", False),
     )

@@ -5,7 +5,8 @@
     adapt    the method prepares the model (timed and memory-tracked as calibration)
     stages   train, then evaluate every task; one stage, or one per task with ``--sequence`` (one
              continued model, checkpointed after every stage so an interrupted sequence resumes)
-    finish   validation items, forgetting figures, costs, the method's own facts
+    finish   validation items, forgetting figures, costs, the method's own facts; the trained
+             model saved (``--save``, ``harness.export``)
 
 ``eval_only`` (``bench eval``) is the same recipe's setup and evaluation, phase ``eval``. The
 record's fields are filled here, in recipe order; ``runfolder.RunFolder`` holds it and is the only
@@ -26,6 +27,7 @@ import torch
 from harness import locks, metrics, records, safe_io
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict, method_context
 from harness.data import TrainBatches
+from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
                                 sequential_forgetting)
 from harness.measure import MemoryProbe, param_bytes, step_summary, total_params
@@ -43,10 +45,12 @@ VALIDATION_SEED = 0  # held-out items do not depend on the run: every method is 
 
 
 def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = True,
-            command: str | None = None, skip_ok: bool = False) -> dict[str, Any]:
+            command: str | None = None, skip_ok: bool = False, save: str = DEFAULT_SAVE,
+            report_to: tuple[str, ...] = ()) -> dict[str, Any]:
     """Execute a run and write its folder; returns its record. Exceptions are recorded, never
     raised, except that a full or unwritable ``out`` raises ``safe_io.OutputError`` (every later
-    run would hit it too).
+    run would hit it too). ``save``: what to keep of the trained model (``harness.export``);
+    ``report_to``: trackers to feed.
 
     The run folder's lock is held throughout: a second process asking for the same run gets
     ``status: busy`` at once and leaves it alone; with ``skip_ok`` a run another process finished
@@ -61,14 +65,15 @@ def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = Tr
             done = records.read_run(folder / "run.json") if skip_ok else None
             if done and done["status"] == "ok":
                 return {**done, "skipped": "finished meanwhile by another process"}
-            return _run(cfg, out, device, progress, command)
+            return _run(cfg, out, device, progress, command, save, report_to)
     except OSError as err:
         raise safe_io.output_error(err, out) or err from None
 
 
-def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, command: str | None) -> dict[str, Any]:
+def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, command: str | None, save: str,
+         report_to: tuple[str, ...]) -> dict[str, Any]:
     """The recipe, with the run folder locked."""
-    run = RunFolder(cfg, out, device, command=command)
+    run = RunFolder(cfg, out, device, report_to=report_to, command=command)
     if cfg.sequence:
         run.resume()
     with run.recording():
@@ -109,6 +114,10 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         run.record["calibration_memory"] = calibration.figures
         run.record["method_record"] = adapted.record()
         run.record["train_config"] = cfg.settings()
+        if save != "none":  # after every evaluation: merging may change the model in place
+            run.record["saved"] = save_trained(adapted, save, run.path / save, cfg.model, tokenizer,
+                                               lambda: load_model(cfg.model)[0],
+                                               {"run_id": cfg.run_id, "method": cfg.method})
     return run.record
 
 
@@ -139,7 +148,7 @@ def _data_provenance(cfg: RunConfig) -> dict[str, dict[str, Any]]:
 
 
 def _load(cfg: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, adapter=cfg.adapter)
     return model.to(device), tokenizer
 
 
@@ -190,11 +199,11 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
             adapted.start_stage(stage.ctx)
         # the first stage trained here profiles its last timing warm-up step (excluded from timing)
         profile_step = max(0, min(cfg.train.timing_warmup_steps, stage.steps) - 1) if not results else -1
+        tag = stage.number if cfg.sequence else None
         with probe.track():
             result = train(adapted, stage.batches, stage.steps, device, stage.ctx.grad_clip, cfg.train.precision,
-                           profile_step, progress)
+                           profile_step, progress, on_step=lambda step, tag=tag: run.add_step(step, tag))
         results.append(result)
-        run.add_steps(result.steps, stage.number if cfg.sequence else None)
         phase = metrics.stage(stage.number) if cfg.sequence else metrics.AFTER
         for name in _eval_names(cfg):
             run.add_eval(*evaluate_task(adapted.for_eval(), tokenizer, name, cfg, phase, device, progress))
@@ -229,10 +238,12 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
         items = data.test[:ec.eval_limit] if ec.eval_limit else data.test
     settings = protocols.EvalSettings(batch_size=ec.eval_batch_size, device=device, progress=progress,
                                       num_beams=ec.num_beams, max_new_tokens=ec.max_new_tokens,
-                                      workdir=cache_dir(), limit=ec.eval_limit)
+                                      workdir=cache_dir(), limit=ec.eval_limit, num_fewshot=cfg.num_fewshot,
+                                      apply_chat_template=cfg.apply_chat_template)
     ev = protocols.evaluate(cfg.backend, cfg.protocol, model, tokenizer, task, items, settings)
     summary = {"task": task_name, "phase": phase, "metrics": ev.metrics, "protocol": ev.protocol,
-               "backend": cfg.backend, "prompt": ev.prompt, "shots": ev.shots,
+               "backend": protocols.backend_for(task, cfg.backend), "prompt": ev.prompt, "shots": ev.shots,
+               "chat_template": ev.chat_template,
                "data_sha256": _data_sha(data.checksums), "chance": task.chance, "split_note": data.split_note,
                **({"settings": ev.extra} if ev.extra else {})}
     return summary, ev.samples
@@ -245,7 +256,8 @@ def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_n
     key_src = {"model": cfg.model, "task": task_name, "protocol": cfg.protocol, "backend": cfg.backend,
                "data": data.checksums, "eval_limit": cfg.eval.eval_limit, "precision": cfg.train.precision,
                "num_beams": cfg.eval.num_beams, "max_new_tokens": cfg.eval.max_new_tokens,
-               "scorer": EVAL_SCORER_VERSION, "device": device.type}
+               "scorer": EVAL_SCORER_VERSION, "device": device.type,
+               **{k: v for k, v in cfg.resolved().items() if k in ("num_fewshot", "apply_chat_template")}}
     path = _cache_path(out, "eval", key_src)
     cached = safe_io.read_json(path, _cache_problem("summary", "samples"), then="evaluated again")
     if cached:

@@ -8,6 +8,7 @@ killed sweep or a lost node) are simply run.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from harness import executors, records, safe_io
@@ -68,6 +69,13 @@ def listing(title: str, cfgs: list[RunConfig], out: Path, retry_failed: bool = F
     return lines
 
 
+IN_ORDER = ("local", "inline")  # executors that run one run at a time, in the order given
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
 def launch(cfgs: list[RunConfig], executor: str, options: ExecutorOptions, job: Job, *, force: bool = False,
            retry_failed: bool = False, labels: dict[str, str] | None = None) -> int:
     """Hand the runs not done yet to the executor, one line per run; returns how many are not ok."""
@@ -87,7 +95,12 @@ def launch(cfgs: list[RunConfig], executor: str, options: ExecutorOptions, job: 
     if not todo:
         return failed
     print(f"running {len(todo)} run(s) with the {executor} executor", flush=True)
-    for k, (cfg, record) in enumerate(executors.get(executor)(todo, job, options), 1):
+    finished = executors.get(executor)(todo, job, options)
+    for k in range(1, len(todo) + 1):
+        if executor in IN_ORDER:  # the next run starts when the next outcome is asked for
+            steps = records.run_dir(job.out, todo[k - 1].run_id) / "steps.jsonl"
+            print(f"[{k}/{len(todo)}] {describe(todo[k - 1], labels)}: started {_clock()} (steps: {steps})", flush=True)
+        cfg, record = next(finished)
         folder = records.run_dir(job.out, cfg.run_id)
         err = record.get("error", {})
         if err.get("type") == "OutputError":  # a full or unwritable --out: every later run would fail too
@@ -97,7 +110,7 @@ def launch(cfgs: list[RunConfig], executor: str, options: ExecutorOptions, job: 
             print(f"[{k}/{len(todo)}] {describe(cfg, labels)}: {why}, skipped ({folder})", flush=True)
             continue
         if record.get("status") == "ok":
-            print(f"[{k}/{len(todo)}] {describe(cfg, labels)}: ok -> {folder}", flush=True)
+            print(f"[{k}/{len(todo)}] {describe(cfg, labels)}: ok at {_clock()} -> {folder}", flush=True)
         else:
             failed += 1
             print(f"[{k}/{len(todo)}] {describe(cfg, labels)}: FAILED ({err.get('type')}: "

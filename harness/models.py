@@ -195,8 +195,43 @@ def smollm2_dir() -> Path:
     return target
 
 
-def load_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[nn.Module, Any]:
-    """Return ``(model, tokenizer)`` for a registry name, hub id or local folder."""
+def resolve_model(name: str, adapter: str | None = None) -> tuple[str, str | None]:
+    """``(base, adapter)`` for ``--model NAME [--adapter DIR]``.
+
+    ``--model DIR`` where DIR is an adapter folder (peft's, or a delta saved by ``bench run``)
+    means its base with that adapter, as lm-eval's ``peft=`` does: the base is the one the
+    folder names (peft's ``base_model_name_or_path``).
+    """
+    from harness.export import adapter_base, adapter_format
+
+    if adapter is None and Path(name).is_dir() and adapter_format(Path(name)):
+        base = adapter_base(Path(name))
+        if not base:
+            raise ModelError(f"adapter folder {name} names no base model; give it: --model BASE --adapter {name}")
+        return base, name
+    if adapter is not None and adapter_format(Path(adapter)) is None:
+        raise ModelError(f"--adapter {adapter}: not a peft adapter folder (adapter_config.json) "
+                         f"nor a delta saved by bench run (delta_config.json)")
+    return name, adapter
+
+
+def load_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0,
+               adapter: str | None = None) -> tuple[nn.Module, Any]:
+    """Return ``(model, tokenizer)`` for a registry name, hub id or local folder, with the adapter
+    folder ``adapter`` (peft, or a saved delta) applied when given; the tokenizer is the base's."""
+    model, tok = _load_base(name, dtype, seed)
+    if adapter is None:
+        return model, tok
+    from harness.export import attach
+
+    try:
+        return attach(model, Path(adapter)), tok
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelError(f"could not apply adapter {adapter} to {name} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+
+
+def _load_base(name: str, dtype: torch.dtype, seed: int) -> tuple[nn.Module, Any]:
     if name == "tiny-llama":
         return (build_llama(TINY_LLAMA_CONFIG, seed=seed, dtype=dtype),
                 ByteTokenizer(TINY_LLAMA_CONFIG["vocab_size"], TINY_LLAMA_CONFIG["max_position_embeddings"]))

@@ -40,6 +40,8 @@ class Grid:
     eval_limit: int | None = None
     protocol: str = "auto"
     backend: str = "native"
+    num_fewshot: int | None = None  # lm-eval:NAME tasks only (lm_eval_options)
+    apply_chat_template: bool = False
 
 
 def runs(grid: Grid) -> list[RunConfig]:
@@ -64,6 +66,7 @@ def runs(grid: Grid) -> list[RunConfig]:
     groups = [(t,) for t in task_names] if grid.per_task else [tuple(task_names)]
     text = str(grid.retention_text.resolve()) if grid.retention_text else None
     protocol = check_tasks(task_names, retention, grid.protocol, grid.backend)
+    lm_eval = lm_eval_options([*task_names, *retention], grid.num_fewshot, grid.apply_chat_template)
     for name in task_names:
         data = task_registry.load(name)
         if not data.train:
@@ -78,7 +81,7 @@ def runs(grid: Grid) -> list[RunConfig]:
                 plans.append(RunConfig(model=grid.model, method=spec.name, method_config=config_to_dict(method_cfg),
                                        train_tasks=group, eval_tasks=group, seed=seed, train=train, eval=evaluation,
                                        protocol=protocol, backend=grid.backend, retention_tasks=kept,
-                                       retention_text=text, sequence=bool(grid.sequence)))
+                                       retention_text=text, sequence=bool(grid.sequence), **lm_eval))
     if text and not Path(text).is_file():
         raise ConfigError(f"--retention-text {text}: no such file")
     return plans
@@ -99,8 +102,10 @@ def _addressed(overrides: dict[str, str], given: tuple[str, ...], registered: li
 
 
 def eval_run(model: str, task_text: str | None, eval_limit: int | None, overrides: dict[str, str],
-             protocol: str, backend: str) -> RunConfig:
-    """``bench eval``: the model-only run (method ``none``), with only evaluation keys settable."""
+             protocol: str, backend: str, adapter: str | None = None, num_fewshot: int | None = None,
+             apply_chat_template: bool = False) -> RunConfig:
+    """``bench eval``: the model-only run (method ``none``), with only evaluation keys settable;
+    ``adapter``: a peft folder or saved delta applied to the model first (``models.resolve_model``)."""
     evaluation = EvalConfig()
     if eval_limit is not None:
         evaluation.eval_limit = eval_limit
@@ -114,7 +119,21 @@ def eval_run(model: str, task_text: str | None, eval_limit: int | None, override
     names = tuple(task_registry.expand(task_text))
     resolved = check_tasks(list(names), (), protocol, backend)
     return RunConfig(model=model, method="none", method_config={}, train_tasks=(), eval_tasks=names,
-                     eval=evaluation, protocol=resolved, backend=backend)
+                     eval=evaluation, protocol=resolved, backend=backend,
+                     adapter=str(Path(adapter).resolve()) if adapter else None,
+                     **lm_eval_options(list(names), num_fewshot, apply_chat_template))
+
+
+def lm_eval_options(names: list[str], num_fewshot: int | None, apply_chat_template: bool) -> dict[str, object]:
+    """``--num-fewshot`` / ``--apply-chat-template`` as RunConfig fields; they need an lm-eval task."""
+    if num_fewshot is None and not apply_chat_template:
+        return {}
+    if not any(n.startswith("lm-eval:") for n in names):
+        raise ConfigError("--num-fewshot and --apply-chat-template apply to lm-eval:NAME tasks, and none is given "
+                          "(our own tasks are zero-shot prompts without a chat template)")
+    if num_fewshot is not None and num_fewshot < 0:
+        raise ConfigError(f"--num-fewshot must be >= 0, got {num_fewshot}")
+    return {"num_fewshot": num_fewshot, "apply_chat_template": apply_chat_template}
 
 
 def check_tasks(names: list[str], retention: tuple[str, ...], protocol: str, backend: str) -> str:

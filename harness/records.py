@@ -25,13 +25,18 @@ from typing import Any, Iterable
 import pandas as pd
 
 from harness import locks, metrics, safe_io
+from harness.labels import variant_labels
 from harness.safe_io import read_jsonl, read_run  # noqa: F401 - the tolerant readers, re-exported
 
 TIDY_COLUMNS = [
     "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
-    "unit", "protocol", "backend", "prompt", "shots", "eval_limit", "data_sha256", "chance", "status",
+    "unit", "protocol", "backend", "prompt", "shots", "chat_template", "eval_limit", "data_sha256", "chance", "status",
 ]
 
+# the run's settings, one column each beside the figures (plus the methods' size keys, e.g. r,
+# rank_factor): "accuracy by lr" is a groupby on results.csv, no join with every run.json
+SETTING_COLUMNS = ["label", "lr", "batch_size", "steps", "max_length", "device", "git_commit"]
+INTEGER_COLUMNS = ("seed", "n", "eval_limit", "shots", "batch_size", "steps", "max_length")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -117,7 +122,7 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "unit": metrics.unit(metric["name"]), "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
                 # how it was measured: an lm-eval:NAME task reports its own protocol and shots
                 "protocol": ev.get("protocol", base["protocol"]), "backend": ev.get("backend", base["backend"]),
-                "prompt": ev.get("prompt"), "shots": ev.get("shots"),
+                "prompt": ev.get("prompt"), "shots": ev.get("shots"), "chat_template": ev.get("chat_template", False),
             })
     for d in record.get("derived", []):  # forgetting, BWT, final average accuracy, LM-loss change
         rows.append({**base, "task": d["task"], "phase": d["phase"], "metric": d["metric"], "value": d["value"],
@@ -132,8 +137,44 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _size_keys(method: str) -> tuple[str, ...]:
+    from methods import registry
+
+    try:
+        return registry.get(method).size_keys
+    except registry.UnknownMethod:  # eval-only runs (method none), or a method not installed here
+        return ()
+
+
+def run_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings as columns: training budget (none for an evaluation-only run), the
+    method's size keys, where it ran and at which commit."""
+    cfg, env = record["config"], record.get("environment", {})
+    dev = env.get("device", {})
+    out: dict[str, Any] = {"device": f"{dev['type']}: {dev.get('name')}" if dev else None,
+                           "git_commit": env.get("git_commit")}
+    if cfg.get("train_tasks"):
+        train = cfg["train"]
+        done = record.get("costs", {}).get("steps")
+        out.update(lr=train["lr"], batch_size=train["batch_size"], max_length=train["max_length"],
+                   steps=int(done[0]) if done else train["max_steps"] or None)
+        out.update({k: cfg["method_config"].get(k) for k in _size_keys(cfg["method"])})
+    return out
+
+
+def _integers(df: pd.DataFrame, rows: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
+    """Counts stay integers (pandas makes a column with gaps float): nullable Int64 for every
+    column whose recorded values are all ints."""
+    for col in columns:
+        values = [r[col] for r in rows if r.get(col) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            df[col] = df[col].astype("Int64")
+    return df
+
+
 def rebuild_table(out: Path) -> pd.DataFrame:
-    """Rebuild ``results.csv`` and ``results.parquet`` from every run folder under ``out``.
+    """Rebuild ``results.csv`` and ``results.parquet`` from every run folder under ``out``: the
+    tidy rows of every run, each with its run's settings and variant label (as reports label it).
 
     Under the table lock (a concurrent rebuild waits): the temporary files a killed rebuild left
     are removed, both tables are written in full to temporary names, and only then renamed into
@@ -144,23 +185,35 @@ def rebuild_table(out: Path) -> pd.DataFrame:
     try:
         with locks.table_lock(out):
             safe_io.remove_temps(out)
+            found = _records(out)
+            labels = variant_labels({record["run_id"]: record["config"] for record in found.values()})
             rows: list[dict[str, Any]] = []
-            for path in sorted((out / "runs").glob("*/run.json")):
-                rows.extend(_rows_or_none(path) or [])
-            df = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+            for path, record in found.items():
+                rows.extend(_rows_or_none(path, record, labels[record["run_id"]]) or [])
+            sizes = sorted({k for r in rows for k in r} - set(TIDY_COLUMNS) - set(SETTING_COLUMNS))
+            df = pd.DataFrame(rows, columns=TIDY_COLUMNS + SETTING_COLUMNS + sizes)
+            df = _integers(df, rows, [*INTEGER_COLUMNS, *sizes])
             _write_tables(out, df)
     except OSError as err:
         raise safe_io.output_error(err, out) or err from None
     return df
 
 
-def _rows_or_none(path: Path) -> list[dict[str, Any]] | None:
-    """A run folder's rows, or None (reported) when its record is damaged below the top level."""
-    record = read_run(path, then="left out of the table")
-    if record is None:
-        return None
+def _records(out: Path) -> dict[Path, dict[str, Any]]:
+    """Every whole run record under ``out`` (a damaged one is reported and left out)."""
+    found = {}
+    for path in sorted((out / "runs").glob("*/run.json")):
+        record = read_run(path, then="left out of the table")
+        if record is not None:
+            found[path] = record
+    return found
+
+
+def _rows_or_none(path: Path, record: dict[str, Any], label: str) -> list[dict[str, Any]] | None:
+    """A run's rows with its settings, or None (reported) when its record is damaged below the top level."""
     try:
-        return tidy_rows(record)
+        settings = {**run_settings(record), "label": label}
+        return [{**row, **settings} for row in tidy_rows(record)]
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         safe_io.warn(f"{path}: damaged ({type(err).__name__}: {err}); left out of the table")
         return None
@@ -183,3 +236,23 @@ def _write_tables(out: Path, df: pd.DataFrame) -> None:
             with _suppress():
                 os.unlink(tmp)
         raise
+
+
+class StepLog:
+    """``steps.jsonl`` as training goes: each step appended and flushed at once, so a long run can
+    be followed (``tail -f``) and a killed one keeps the steps it took.
+
+    Opening rewrites the file atomically with ``kept`` (the steps of stages a resumed sequence
+    does not train again); ``write`` appends one line.
+    """
+
+    def __init__(self, path: Path, kept: Iterable[dict[str, Any]] = ()) -> None:
+        atomic_write_jsonl(Path(path), kept)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, step: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(step, default=str) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()

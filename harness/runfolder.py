@@ -19,6 +19,7 @@ from harness import metrics, records, safe_io
 from harness.config import RunConfig
 from harness.environment import environment
 from harness.models import model_info
+from harness.trackers import LiveLog
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -30,8 +31,12 @@ def _now() -> str:
 class RunFolder:
     """``runs/<run_id>/``: the record being built, the step log, per-sample files, the stage checkpoint."""
 
-    def __init__(self, cfg: RunConfig, out: Path, device: torch.device, **extra: Any) -> None:
-        """``extra``: fields this kind of run records besides the common ones (a training run's command)."""
+    def __init__(self, cfg: RunConfig, out: Path, device: torch.device, report_to: tuple[str, ...] = (),
+                 **extra: Any) -> None:
+        """``extra``: fields this kind of run records besides the common ones (a training run's command);
+        ``report_to``: the trackers a training run feeds (``harness.trackers``)."""
+        self.out, self.trains, self.report_to = Path(out), bool(cfg.train_tasks), report_to
+        self.live: LiveLog | None = None
         self.path = records.run_dir(out, cfg.run_id)
         self.record: dict[str, Any] = {"run_id": cfg.run_id, "status": "running", "config": cfg.resolved(),
                                        "started": _now(), "model_note": model_info(cfg.model).note,
@@ -73,6 +78,9 @@ class RunFolder:
         self.save()
         full = None
         try:
+            if self.trains:  # steps.jsonl from now on written as each step is taken, and the trackers
+                self.live = LiveLog(self.path, self.out, self.record["run_id"], self.record["config"], self.report_to,
+                                    self.steps)
             yield
             self.record["status"] = "ok"
             (self.path / CHECKPOINT).unlink(missing_ok=True)
@@ -85,6 +93,11 @@ class RunFolder:
                 raise
         finally:
             self.record["ended"] = _now()
+            if self.live is not None:
+                try:
+                    self.live.finish(self.record)
+                except Exception as err:  # noqa: BLE001 - a tracker's failure must not lose the record
+                    self.record["tracker_error"] = f"{type(err).__name__}: {str(err)[:500]}"
             self.save()
         if full:
             raise full
@@ -94,9 +107,13 @@ class RunFolder:
         self.record.setdefault("evals", []).append(summary)
         records.atomic_write_jsonl(records.samples_path(self.path, summary["phase"], summary["task"]), samples)
 
-    def add_steps(self, steps: list[dict[str, Any]], stage: int | None) -> None:
-        """A stage's optimizer steps, tagged with the stage number in a sequence."""
-        self.steps.extend({**s, "stage": stage} if stage else s for s in steps)
+    def add_step(self, step: dict[str, Any], stage: int | None) -> None:
+        """One optimizer step as it is taken, tagged with the stage number in a sequence: into
+        steps.jsonl at once (flushed) and to the trackers."""
+        tagged = {**step, "stage": stage} if stage else step
+        self.steps.append(tagged)
+        if self.live is not None:
+            self.live.step(tagged)
 
     def finish_stage(self, stage: int, tasks: tuple[str, ...], steps: int, train_time_s: float,
                      state: dict[str, Any] | None) -> None:
@@ -117,7 +134,7 @@ class RunFolder:
         return self._state
 
     def save(self) -> None:
-        """Write the step log (if any) and then ``run.json``, each atomically."""
-        if self.steps:
+        """Write ``run.json`` atomically (and the step log, unless it is being written live)."""
+        if self.steps and self.live is None:
             records.atomic_write_jsonl(self.path / "steps.jsonl", self.steps)
         records.atomic_write_json(self.path / "run.json", self.record)

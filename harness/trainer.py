@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
 
-from harness.measure import SavedTensorBytes, StepClock, count_flops
+from harness.measure import SavedTensorBytes, StepClock, count_flops, rss_bytes
 from methods.base import Adapted
 
 
@@ -70,8 +70,18 @@ class TrainResult:
     profiled_step: int = -1
 
 
+def memory_now(device: torch.device) -> dict[str, int]:
+    """Memory in use right now, for the step log: allocated tensors on CUDA, the process RSS on CPU."""
+    if device.type == "cuda":
+        return {"mem_allocated_bytes": torch.cuda.memory_allocated(device)}
+    return {"rss_bytes": rss_bytes()}
+
+
 def train(adapted: Adapted, batches: Iterable[list[dict[str, torch.Tensor]]], steps: int, device: torch.device,
-          grad_clip: float | None, precision: str = "auto", profile_step: int = 0, progress: bool = True) -> TrainResult:
+          grad_clip: float | None, precision: str = "auto", profile_step: int = 0, progress: bool = True,
+          on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``steps`` optimizer steps; ``on_step`` sees each step's record as soon as it is taken
+    (the live step log, trackers), outside the timed region."""
     result, clock = TrainResult(profiled_step=profile_step), StepClock(device)
     adapted.model.train()
     batch_iter, autocast = iter(batches), autocast_for(device, precision)
@@ -89,7 +99,9 @@ def train(adapted: Adapted, batches: Iterable[list[dict[str, torch.Tensor]]], st
             raise TrainingDiverged(f"loss is {loss_value} at step {step}")
         tokens = sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
         result.steps.append({"step": step, "loss": loss_value, "lr": lr, "step_time_s": t1 - t0,
-                             "tokens": tokens, "profiled": profiled})
+                             "tokens": tokens, "profiled": profiled, **memory_now(device)})
+        if on_step is not None:
+            on_step(result.steps[-1])
         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
     result.train_time_s = clock.now() - start
     return result

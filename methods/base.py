@@ -182,6 +182,16 @@ class Adapted:
         """The module to evaluate (the adapted model itself for every method so far)."""
         return self.model
 
+    def merged_model(self) -> nn.Module:
+        """The trained model as a plain transformers model, with any adapter folded into the base
+        weights: what ``--save merged`` writes and what a saved weight delta is computed from.
+
+        The default suits methods that train the base weights in place (full, GaLore, LoSiA):
+        their model already is that. Adapter methods merge, possibly in place, so the harness
+        calls this once, after the last evaluation.
+        """
+        return self.model
+
 
 AdaptFn = Callable[[nn.Module, Any, TrainContext], Adapted]
 
@@ -199,6 +209,11 @@ class MethodSpec:
     config_cls: type
     adapt: AdaptFn
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # an optional package the method imports: (module, peft-bench extra that installs it)
+    requires: tuple[str, str] | None = None
+    # config keys that set how much the method trains (LoRA's r, LoSiA's rank_factor): columns of
+    # results.csv, so a table groups by them without reading every run.json
+    size_keys: tuple[str, ...] = ()
 
     def default_config(self) -> Any:
         return self.config_cls()

@@ -64,10 +64,8 @@ class GaloreAdapted(Adapted):
 
 
 def adapt(model: nn.Module, cfg: GaloreConfig, ctx: TrainContext) -> GaloreAdapted:
-    try:
-        from galore_torch import GaLoreAdamW
-    except ImportError as err:
-        raise ImportError("method 'galore' needs the galore-torch package: pip install galore-torch") from err
+    from galore_torch import GaLoreAdamW  # the registry checked it is installed (extra "galore")
+
     projected = [
         m.weight for name, m in model.named_modules()
         if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.target_modules
@@ -90,5 +88,6 @@ def adapt(model: nn.Module, cfg: GaloreConfig, ctx: TrainContext) -> GaloreAdapt
 
 METHODS = [
     MethodSpec("galore", "GaLore (galore-torch): full-parameter AdamW with low-rank projected moments "
-               "on all decoder linears", GaloreConfig, adapt),
+               "on all decoder linears", GaloreConfig, adapt, requires=("galore_torch", "galore"),
+               size_keys=("rank",)),
 ]

@@ -56,6 +56,10 @@ class PeftAdapted(Adapted):
         rank_pattern = getattr(cfg, "rank_pattern", None)
         return {"peft_type": cfg.peft_type.value, **({"rank_pattern": rank_pattern} if rank_pattern else {})}
 
+    def merged_model(self) -> nn.Module:
+        """peft's own merge: the base model with every adapter folded in, peft wrappers removed."""
+        return self.model.merge_and_unload()
+
 
 def _adapt_peft(model: nn.Module, cfg: Any, ctx: TrainContext) -> Adapted:
     from peft import get_peft_model
@@ -109,12 +113,14 @@ def _specs() -> list[MethodSpec]:
     paper = {"paper": {"trainer.lr": 2e-4, "trainer.batch_size": 16, "trainer.max_length": 256,
                        "trainer.epochs": 3, "trainer.warmup_steps": 100}}
     return [
-        MethodSpec("lora", "LoRA (peft), r=32 alpha=64 on all decoder linears", lora, _adapt_peft, paper),
+        MethodSpec("lora", "LoRA (peft), r=32 alpha=64 on all decoder linears", lora, _adapt_peft, paper,
+                   size_keys=("r",)),
         MethodSpec("dora", "DoRA (peft LoRA with use_dora), r=32 alpha=64", dora, _adapt_peft,
-                   {"paper": {**paper["paper"], "trainer.lr": 1e-4}}),
-        MethodSpec("pissa", "PiSSA (peft LoRA, SVD init of the principal subspace), r=32", pissa, _adapt_peft, paper),
+                   {"paper": {**paper["paper"], "trainer.lr": 1e-4}}, size_keys=("r",)),
+        MethodSpec("pissa", "PiSSA (peft LoRA, SVD init of the principal subspace), r=32", pissa, _adapt_peft, paper,
+                   size_keys=("r",)),
         MethodSpec("adalora", "AdaLoRA (peft), init_r=12 -> target_r=8, budget schedule scaled to the run",
-                   adalora, _adapt_peft, paper),
+                   adalora, _adapt_peft, paper, size_keys=("init_r", "target_r")),
     ]
 
 
@@ -130,7 +136,8 @@ def generic_peft_spec(peft_type: str) -> MethodSpec:
                             f"valid peft:<type>: {', '.join(valid)}")
     cls = PEFT_TYPE_TO_CONFIG_MAPPING[key]
     doc = f"peft {PeftType(key).value} tuner with peft's defaults (targets default to all decoder linears)"
-    return MethodSpec(f"peft:{peft_type.lower()}", doc, cls, _adapt_peft)
+    sizes = tuple(k for k in ("r", "rank") if k in {f.name for f in dataclasses.fields(cls)})
+    return MethodSpec(f"peft:{peft_type.lower()}", doc, cls, _adapt_peft, size_keys=sizes)
 
 
 METHODS = _specs()

@@ -7,6 +7,7 @@ matters to the method that needs it. ``peft:<type>`` builds any peft tuner on th
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from methods.base import MethodSpec
 
@@ -25,6 +26,10 @@ _cache: dict[str, MethodSpec] | None = None
 class UnknownMethod(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want a clean line
         return str(self.args[0])
+
+
+class MissingExtra(UnknownMethod):
+    """The method's optional package is not installed (the message names the extra)."""
 
 
 def _load() -> dict[str, MethodSpec]:
@@ -57,4 +62,8 @@ def get(name: str) -> MethodSpec:
         raise UnknownMethod(
             f"unknown method {name!r}; valid: {', '.join(names())}, or peft:<type> (e.g. peft:vera)"
         )
-    return methods[name]
+    spec = methods[name]
+    if spec.requires and importlib.util.find_spec(spec.requires[0]) is None:
+        module, extra = spec.requires
+        raise MissingExtra(f"method {name!r} needs {module}, which is not installed: pip install 'peft-bench[{extra}]'")
+    return spec

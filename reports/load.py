@@ -14,7 +14,6 @@ a figure is. Derived columns added here:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from harness.labels import variant_labels
 from harness.records import TIDY_COLUMNS, read_jsonl, read_run, tidy_rows
 
-# Keys that only change how a run is evaluated, not what was trained: tables check them per
-# column (``tables.drop_mixed``) instead of splitting rows on them.
-EVAL_ONLY_KEYS = {"eval_limit", "eval_batch_size", "protocol"}
 EXTRA_COLUMNS = ["label", "device", "device_type", "reference", "source"]
 
 
@@ -78,44 +75,12 @@ def find_run_files(root: Path) -> list[Path]:
     return sorted(root.rglob("run.json"))
 
 
-def _variant_fields(cfg: dict[str, Any]) -> dict[str, str]:
-    """What was trained, flattened to text: every field that may distinguish two configurations."""
-    tasks = cfg.get("train_tasks", [])
-    out = {"train": "per-task" if len(tasks) == 1 else "+".join(tasks)}
-    out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg.get("train", {}).items()
-                if k not in EVAL_ONLY_KEYS})
-    out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg.get("method_config", {}).items()})
-    return out
-
-
-def _short(value: str, width: int = 24) -> str:
-    value = value.replace('"', "")
-    return value if len(value) <= width else value[: width - 1] + "…"
-
-
 def assign_labels(runs: list[Run]) -> None:
-    """Label each run by its method, adding the differing keys when a method has several variants.
-
-    Labels are what tables group on, so two variants must never share one: a label that would
-    collide after shortening gets the variant's hash appended.
-    """
-    groups: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
-    keys: dict[str, str] = {}
+    """Label each run as results.csv does (``harness.labels``): the method, plus the keys that tell
+    its variants apart."""
+    labels = variant_labels({run.run_id: run.config for run in runs})
     for run in runs:
-        fields = _variant_fields(run.config)
-        keys[run.run_id] = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
-        groups.setdefault((run.config.get("model", "?"), run.config.get("method", "?")), {})[keys[run.run_id]] = fields
-    labels: dict[tuple[str, str, str], str] = {}
-    for (model, method), variants in groups.items():
-        for key, fields in variants.items():
-            differing = sorted(k for k in fields if len({v.get(k) for v in variants.values()}) > 1)
-            shown = ", ".join(f"{k}={_short(fields[k])}" for k in differing)
-            labels[(model, method, key)] = f"{method} ({shown})" if shown else method
-        if len(set(labels[(model, method, k)] for k in variants)) < len(variants):
-            for key in variants:
-                labels[(model, method, key)] += f" #{key}"
-    for run in runs:
-        run.label = labels[(run.config.get("model", "?"), run.config.get("method", "?"), keys[run.run_id])]
+        run.label = labels[run.run_id]
 
 
 def load_results(dirs: list[Path]) -> Results:

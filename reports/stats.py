@@ -14,6 +14,8 @@ measured differently (protocol, backend, prompt, data, test-set size).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from reports.load import ReportError, Run, load_results
 
 ALPHA = 0.05
 BOOTSTRAP_ITERS = 10_000
-MEASURED_BY = ("protocol", "backend", "prompt", "data_sha256")
+MEASURED_BY = ("protocol", "backend", "prompt", "shots", "chat_template", "data_sha256")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Comparison:
     items: int
     seeds: list[int]
     discordant: tuple[int, int]  # (A right & B wrong, A wrong & B right), over (item, seed)
+    trained_on: str = ""  # the training tasks of the compared runs ("+"-joined)
 
     @property
     def significant(self) -> bool:
@@ -123,58 +126,70 @@ def _evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str,
 
 def compare_methods(results: Path, a: str, b: str, task: str | None = None, phase: str | None = None,
                     metric: str = "acc") -> list[Comparison]:
-    """Paired comparison of methods ``a`` and ``b`` per task, over the seeds both ran."""
+    """Paired comparison of methods ``a`` and ``b`` per task, over the seeds both ran.
+
+    A task evaluated by runs trained on different tasks (a ``--per-task`` grid with retention
+    tasks: boolq as its own task, and as a retention task of the arc_e runs) is compared once per
+    training setting, never pooled across them.
+    """
     res = load_results([Path(results)])
     runs = {who: _pick(res.ok_runs(), who) for who in (a, b)}
     key = "correct" if metric == "acc" else "correct_norm"
     tasks = [t for t in dict.fromkeys(e["task"] for r in runs[a] for e in r.record.get("evals", []))
              if task in (None, t)]
+    trainings = list(dict.fromkeys(tuple(r.config.get("train_tasks", ())) for r in runs[a]))
     out = []
     for name in tasks:
-        per_seed: dict[int, tuple[dict[str, dict], dict[str, dict]]] = {}
-        trained_on: dict[int, object] = {}
-        setting = None
-        for ra in runs[a]:
-            # the partner: same seed and same training tasks (with --per-task each task has its own run)
-            partners = [r for r in runs[b] if r.config.get("seed") == ra.config.get("seed")
-                        and r.config.get("train_tasks") == ra.config.get("train_tasks")]
-            if not partners:
-                continue
-            rb = partners[0]
-            got = [_evaluation(r, name, phase) for r in (ra, rb)]
-            if None in got:
-                continue
-            (ea, sa), (eb, sb) = got  # type: ignore[misc]
-            seed = int(ra.config.get("seed", 0))
-            if seed in per_seed and trained_on[seed] != ra.config.get("train_tasks"):
-                raise ReportError(f"{name}: several runs of {a} with seed {seed} evaluate it (trained on "
-                                  f"{trained_on[seed]} and {ra.config.get('train_tasks')}); compare one setting "
-                                  f"per results folder")
-            trained_on[seed] = ra.config.get("train_tasks")
-            how = [tuple(str(e.get(f)) for f in MEASURED_BY) + (str(r.config["train"]["eval_limit"]),)
-                   for e, r in ((ea, ra), (eb, rb))]
-            if how[0] != how[1] or (setting is not None and setting != how[0]):
-                raise ReportError(f"{name}: {a} and {b} were evaluated differently "
-                                  f"({', '.join(MEASURED_BY)}, eval_limit: {how[0]} vs {how[1]}); not paired")
-            setting = how[0]
-            per_seed[seed] = (sa, sb)
-        if not per_seed:
-            continue
-        ids = sorted(set.intersection(*(set(sa) & set(sb) for sa, sb in per_seed.values())))
-        if not ids or any(key not in s[ids[0]] for pair in per_seed.values() for s in pair):
-            continue
-        grid = {w: np.array([[float(per_seed[s][k][i][key]) for s in sorted(per_seed)] for i in ids])
-                for k, w in enumerate((a, b))}  # items x seeds
-        diff, low, high = paired_bootstrap(grid[a].mean(axis=1), grid[b].mean(axis=1))
-        only_a = int(((grid[a] == 1) & (grid[b] == 0)).sum())
-        only_b = int(((grid[a] == 0) & (grid[b] == 1)).sum())
-        out.append(Comparison(name, seed_summary(grid[a].mean(axis=0)), seed_summary(grid[b].mean(axis=0)),
-                              diff, low, high, mcnemar_exact(only_a, only_b), len(ids), sorted(per_seed),
-                              (only_a, only_b)))
+        for trained in trainings:
+            group = [r for r in runs[a] if tuple(r.config.get("train_tasks", ())) == trained]
+            found = _compare_task(name, group, runs[b], a, b, phase, key)
+            if found is not None:
+                out.append(dataclasses.replace(found, trained_on="+".join(trained)))
     if not out:
         raise ReportError(f"no task evaluated on the same items by both {a} and {b}"
                           + (f" (task {task})" if task else ""))
     return out
+
+
+def _compare_task(name: str, runs_a: list[Run], runs_b: list[Run], a: str, b: str, phase: str | None,
+                  key: str) -> Comparison | None:
+    """One task over the runs of ``a`` given (one training setting) and their partners in ``b``."""
+    per_seed: dict[int, tuple[dict[str, dict], dict[str, dict]]] = {}
+    setting = None
+    for ra in runs_a:
+        # the partner: same seed and same training tasks (with --per-task each task has its own run)
+        partners = [r for r in runs_b if r.config.get("seed") == ra.config.get("seed")
+                    and r.config.get("train_tasks") == ra.config.get("train_tasks")]
+        if not partners:
+            continue
+        rb = partners[0]
+        got = [_evaluation(r, name, phase) for r in (ra, rb)]
+        if None in got:
+            continue
+        (ea, sa), (eb, sb) = got  # type: ignore[misc]
+        seed = int(ra.config.get("seed", 0))
+        if seed in per_seed:
+            raise ReportError(f"{name}: several runs of {a} with seed {seed} trained on {ra.config.get('train_tasks')} "
+                              f"evaluate it; compare one setting per results folder")
+        how = [tuple(str(e.get(f)) for f in MEASURED_BY) + (str(r.config["train"]["eval_limit"]),)
+               for e, r in ((ea, ra), (eb, rb))]
+        if how[0] != how[1] or (setting is not None and setting != how[0]):
+            raise ReportError(f"{name}: {a} and {b} were evaluated differently "
+                              f"({', '.join(MEASURED_BY)}, eval_limit: {how[0]} vs {how[1]}); not paired")
+        setting = how[0]
+        per_seed[seed] = (sa, sb)
+    if not per_seed:
+        return None
+    ids = sorted(set.intersection(*(set(sa) & set(sb) for sa, sb in per_seed.values())))
+    if not ids or any(key not in s[ids[0]] for pair in per_seed.values() for s in pair):
+        return None
+    grid = {w: np.array([[float(per_seed[s][k][i][key]) for s in sorted(per_seed)] for i in ids])
+            for k, w in enumerate((a, b))}  # items x seeds
+    diff, low, high = paired_bootstrap(grid[a].mean(axis=1), grid[b].mean(axis=1))
+    only_a = int(((grid[a] == 1) & (grid[b] == 0)).sum())
+    only_b = int(((grid[a] == 0) & (grid[b] == 1)).sum())
+    return Comparison(name, seed_summary(grid[a].mean(axis=0)), seed_summary(grid[b].mean(axis=0)),
+                      diff, low, high, mcnemar_exact(only_a, only_b), len(ids), sorted(per_seed), (only_a, only_b))
 
 
 def _summary(s: SeedSummary) -> str:
@@ -187,9 +202,9 @@ def _summary(s: SeedSummary) -> str:
 def format_comparison(rows: list[Comparison], a: str, b: str, metric: str = "acc") -> str:
     """A plain-text table: per task A, B (mean±std [t 95% CI] over seeds), B-A with its paired
     bootstrap 95% CI, McNemar p and whether it is significant at 0.05."""
-    header = ["task", f"{a} {metric}%", f"{b} {metric}%", "B-A (pts)", "95% CI (paired bootstrap)",
+    header = ["task", "trained on", f"{a} {metric}%", f"{b} {metric}%", "B-A (pts)", "95% CI (paired bootstrap)",
               "McNemar p", "A+B-/A-B+", "items", "seeds", "sig. at 0.05"]
-    body = [[r.task, _summary(r.a), _summary(r.b), f"{100 * r.diff:+.1f}", f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]",
+    body = [[r.task, r.trained_on or "-", _summary(r.a), _summary(r.b), f"{100 * r.diff:+.1f}", f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]",
              f"{r.p_value:.3g}", f"{r.discordant[0]}/{r.discordant[1]}", str(r.items),
              ",".join(map(str, r.seeds)), "yes" if r.significant else "no"] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *body)]

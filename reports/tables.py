@@ -23,7 +23,7 @@ from tasks.registry import report_headers, report_order, suites
 
 KEY_HEADERS = {"model": "Model", "label": "Method", "task": "Task", "seed": "Seed", "device": "Device",
                "layer": "Layer", "metric": "Metric", "phase": "Phase"}
-EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "data_sha256", "eval_limit"]
+EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "chat_template", "data_sha256", "eval_limit"]
 COST_COMPAT = ["metric", "unit", "device"]  # a step time from another device is another quantity
 BASE_LABEL = "base (before training)"
 

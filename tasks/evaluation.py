@@ -32,6 +32,10 @@ class EvalSettings:
     max_new_tokens: int = 0  # generation: 0 = the task's own budget
     workdir: Path | None = None  # backends may write files here (lm-eval task exports)
     limit: int = 0  # lm-eval:NAME tasks only (ours pass their items): items per task, 0 = all
+    # lm-eval:NAME tasks only, as lm-eval's --num_fewshot / --apply_chat_template (ours are
+    # zero-shot prompts without a chat template); None = the task's own default
+    num_fewshot: int | None = None
+    apply_chat_template: bool = False
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Evaluation:
     protocol: str  # as measured (an lm-eval:NAME task reports lm-eval's own output type)
     prompt: str  # template id (+ decoding for generation): equal ids = equal phrasing
     shots: int = 0
+    chat_template: bool = False  # prompts went through the tokenizer's chat template
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -17,7 +17,9 @@ evaluate (``dataset_path: json``), so lm-eval works offline and asks exactly our
 The in-memory (adapted) model goes through lm-eval's ``HFLM`` wrapper; the batch size is given
 to HFLM's constructor because ``simple_evaluate`` ignores ``batch_size`` for a constructed LM.
 Any task lm-eval knows can also be run by name (``--tasks lm-eval:hellaswag``) where its data
-is reachable; its metrics are recorded as lm-eval reports them.
+is reachable, beside our tasks in one command (lm-eval evaluates it whatever ``--eval-backend``
+says), with lm-eval's few-shot and chat-template options; its metrics are recorded as lm-eval
+reports them.
 """
 from __future__ import annotations
 
@@ -143,9 +145,10 @@ def _hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
 
 
 def run_lm_eval(model: nn.Module, tokenizer: Any, names: list[Any], task_manager: Any, settings: EvalSettings,
-                limit: int | None = None) -> dict[str, Any]:
+                limit: int | None = None, **options: Any) -> dict[str, Any]:
     """simple_evaluate on the in-memory model (``names``: task names, or lm-eval task objects as
-    ``tasks.agreement`` builds); the model's train/eval mode is restored after."""
+    ``tasks.agreement`` builds); the model's train/eval mode is restored after. ``options``:
+    further simple_evaluate arguments (few-shot, chat template for named tasks)."""
     from lm_eval import simple_evaluate
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -154,7 +157,7 @@ def run_lm_eval(model: nn.Module, tokenizer: Any, names: list[Any], task_manager
         lm = _hflm(model, tokenizer, settings.batch_size)
         with torch.inference_mode():
             return simple_evaluate(lm, tasks=names, task_manager=task_manager, limit=limit, log_samples=True,
-                                   bootstrap_iters=0, verbosity="ERROR")
+                                   bootstrap_iters=0, verbosity="ERROR", **options)
     finally:
         model.train(was_training)
 
@@ -208,7 +211,8 @@ def evaluate(protocol: str, model: nn.Module, tokenizer: Any, task: Task, exampl
     if task.family != "lm-eval":
         return evaluate_many(protocol, model, tokenizer, [(task, examples)], settings)[0]
     name = task.extra["lm_eval_name"]
-    out = run_lm_eval(model, tokenizer, [name], _task_manager(), settings, settings.limit or None)
+    out = run_lm_eval(model, tokenizer, [name], _task_manager(), settings, settings.limit or None,
+                      num_fewshot=settings.num_fewshot, apply_chat_template=settings.apply_chat_template)
     metrics = []
     for key, value in out["results"].get(name, {}).items():
         measure, _, filt = key.partition(",")
@@ -226,7 +230,7 @@ def evaluate(protocol: str, model: nn.Module, tokenizer: Any, task: Task, exampl
     blob = json.dumps({k: v for k, v in config.items() if k != "metadata"}, sort_keys=True, default=str)
     return Evaluation(samples, metrics, OUTPUT_TYPES.get(config.get("output_type"), str(config.get("output_type"))),
                       f"lm-eval:{name}#{hashlib.sha256(blob.encode()).hexdigest()[:8]}",
-                      shots=int(out.get("n-shot", {}).get(name, 0) or 0))
+                      shots=int(out.get("n-shot", {}).get(name, 0) or 0), chat_template=settings.apply_chat_template)
 
 
 # -- lm-eval:NAME tasks ------------------------------------------------------------------------
@@ -247,6 +251,7 @@ def _load_named(name: str) -> TaskData:
     if name not in manager.all_tasks:
         close = difflib.get_close_matches(name, manager.all_tasks, n=5)
         raise UnknownTask(f"lm-evaluation-harness has no task {name!r}" + (f"; close: {', '.join(close)}" if close else ""))
+    _check_data(name, manager)
     entry = manager.task_index[name]
     yaml_path = getattr(entry, "yaml_path", None)
     if yaml_path is not None and Path(yaml_path).is_file():
@@ -256,6 +261,20 @@ def _load_named(name: str) -> TaskData:
     note = (f"lm-evaluation-harness {lm_eval.__version__} task {name}: its own data and splits (loaded by "
             f"lm-eval at evaluation; needs that data on this machine)")
     return TaskData([], [], f"lm-eval:{name}", {f"lm-eval:{name}": digest}, note)
+
+
+def _check_data(name: str, manager: Any) -> None:
+    """Build the task now (lm-eval loads its data here): data that is neither cached nor
+    reachable fails in one line before any run, not as a traceback in every run."""
+    from lm_eval.tasks import get_task_dict
+
+    try:
+        get_task_dict([name], manager)
+    except Exception as err:  # noqa: BLE001 - offline hub, missing file, bad config: one message
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise sources.DataError(
+            f"lm-eval task {name}: its data could not be loaded ({type(err).__name__}: {first}); lm-eval needs it "
+            f"in the Hugging Face cache of this machine (run it once where the hub is reachable)") from None
 
 
 def make_task(name: str) -> Task:

@@ -86,9 +86,7 @@ def check(task: Task, protocol: str, backend: str) -> None:
     get(protocol)
     if backend not in BACKENDS:
         raise ProtocolError(f"unknown evaluation backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if task.family == "lm-eval":
-        if backend != "lm-eval":
-            raise ProtocolError(f"{task.name} is defined by lm-evaluation-harness: add --eval-backend lm-eval")
+    if task.family == "lm-eval":  # lm-eval's own task: lm-eval evaluates it, whatever the backend
         return
     if protocol not in task.protocols:
         raise ProtocolError(f"task {task.name} has no {protocol} protocol (it supports: {', '.join(task.protocols)}); "
@@ -107,11 +105,17 @@ def resolve(tasks: Sequence[Task], requested: str) -> str:
     raise ProtocolError(f"no protocol fits every task ({spread}); evaluate them in separate commands")
 
 
+def backend_for(task: Task, backend: str) -> str:
+    """Who evaluates ``task``: lm-eval for an ``lm-eval:NAME`` task (only lm-eval knows it), else
+    the run's backend; so lm-eval tasks and ours mix in one command."""
+    return "lm-eval" if task.family == "lm-eval" else backend
+
+
 def evaluate(backend: str, protocol: str, model: nn.Module, tokenizer: Any, task: Task,
              examples: Sequence[Example], settings: EvalSettings) -> Evaluation:
-    """Evaluate ``examples`` of ``task`` under ``protocol`` with ``backend``."""
+    """Evaluate ``examples`` of ``task`` under ``protocol`` with ``backend`` (see ``backend_for``)."""
     check(task, protocol, backend)
-    if backend == "lm-eval":
+    if backend_for(task, backend) == "lm-eval":
         from tasks import lm_eval_bridge
 
         return lm_eval_bridge.evaluate(protocol, model, tokenizer, task, examples, settings)

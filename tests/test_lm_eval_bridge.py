@@ -103,9 +103,10 @@ def test_refusals():
         lm_eval_bridge._hflm(None, ByteTokenizer(), 4)
     named = registry.get("lm-eval:hellaswag")
     assert named.family == "lm-eval"
-    with pytest.raises(protocols.ProtocolError, match="--eval-backend lm-eval"):
-        protocols.check(named, "likelihood", "native")
-    protocols.check(named, "likelihood", "lm-eval")
+    for backend in protocols.BACKENDS:  # an lm-eval task needs no --eval-backend: lm-eval evaluates it
+        protocols.check(named, "likelihood", backend)
+        assert protocols.backend_for(named, backend) == "lm-eval"
+    assert protocols.backend_for(registry.get("arc_e"), "native") == "native"
     mixed = Task("mixed", "test", "", load=lambda: TaskData([], [], "", {}, ""),
                  format_requests=lambda ex: [("a", " x"), ("b", " y"), ("b", " z")])
     with pytest.raises(protocols.ProtocolError, match="multiple_choice cannot"):
@@ -149,3 +150,34 @@ def test_lm_eval_docs_rebuild_each_tasks_hub_row(items):
     assert docs["siqa"]["question"] == "What does Tracy need to do before this?" and docs["siqa"]["label"] == "3"
     assert docs["boolq"] == {"passage": "", "question": "does ethanol take more energy make that produces", "label": 0}
     assert docs["hellaswag"]["ctx_b"] == "he" and docs["arc_e"]["answerKey"] == "A"
+
+
+def _named(items, tmp_path, monkeypatch) -> Task:
+    """An lm-eval:NAME task from an lm-eval task index holding one exported task."""
+    from lm_eval.tasks import TaskManager
+
+    name, folder = lm_eval_bridge.export(registry.get("arc_e"), items["arc_e"], "likelihood", settings(tmp_path),
+                                         tmp_path)
+    monkeypatch.setattr(lm_eval_bridge, "_task_manager",
+                        lambda: TaskManager(include_path=str(folder), include_defaults=False))
+    return lm_eval_bridge.make_task(name)
+
+
+def test_named_task_under_the_native_backend_with_fewshot_and_chat_template(tiny, items, tmp_path, monkeypatch):
+    model, tok = tiny
+    tok.chat_template = "{% for m in messages %}<s>{{ m['content'] }}</s>{% endfor %}"
+    task = _named(items, tmp_path, monkeypatch)
+    ev = protocols.evaluate("native", "likelihood", model, tok, task, [],
+                            settings(tmp_path, limit=2, num_fewshot=1, apply_chat_template=True))
+    assert ev.shots == 1 and ev.chat_template and ev.metrics[0]["n"] == 2
+    plain = protocols.evaluate("native", "likelihood", model, tok, task, [], settings(tmp_path, limit=2))
+    assert plain.shots == 0 and not plain.chat_template
+
+
+def test_named_task_without_its_data_fails_in_one_line(items, tmp_path, monkeypatch):
+    task = _named(items, tmp_path, monkeypatch)
+    for data in tmp_path.rglob("peftbench_*.jsonl"):
+        data.unlink()  # as if lm-eval's data were neither cached nor reachable
+    with pytest.raises(sources.DataError, match=r"^lm-eval task peftbench_\S+: its data could not be loaded") as err:
+        task.load()
+    assert "\n" not in str(err.value)

@@ -52,17 +52,21 @@ def test_paired_bootstrap():
 
 
 def make_run(root: Path, method: str, seed: int, correct: list[bool], prompt: str = "mc#1",
-             task: str = "arc_e") -> None:
+             task: str = "arc_e", retention: dict[str, list[bool]] | None = None) -> None:
+    """A finished run trained on ``task``; ``retention`` maps other evaluated tasks to their answers."""
     run_id = f"m__{method}__{task}__s{seed}__{prompt[-1]}"
     folder = records.run_dir(root, run_id)
-    ev = {"task": task, "phase": "after", "metrics": [{"name": "acc", "value": sum(correct) / len(correct),
-                                                         "stderr": 0.1, "n": len(correct)}],
-          "protocol": "likelihood", "backend": "native", "prompt": prompt, "shots": 0, "data_sha256": "d"}
+    evals = []
+    for name, answers in {task: correct, **(retention or {})}.items():
+        evals.append({"task": name, "phase": "after", "protocol": "likelihood", "backend": "native", "prompt": prompt,
+                      "metrics": [{"name": "acc", "value": sum(answers) / len(answers), "stderr": 0.1,
+                                   "n": len(answers)}], "shots": 0, "data_sha256": "d"})
+        records.atomic_write_jsonl(records.samples_path(folder, "after", name),
+                                   [{"id": f"test-{i}", "correct": c} for i, c in enumerate(answers)])
     cfg = {"model": "m", "method": method, "method_config": {}, "train_tasks": [task], "eval_tasks": [task],
-           "seed": seed, "train": {"eval_limit": len(correct)}, "protocol": "likelihood", "backend": "native"}
-    records.atomic_write_json(folder / "run.json", {"run_id": run_id, "status": "ok", "config": cfg, "evals": [ev]})
-    records.atomic_write_jsonl(records.samples_path(folder, "after", task),
-                               [{"id": f"test-{i}", "correct": c} for i, c in enumerate(correct)])
+           "retention_tasks": list(retention or {}), "seed": seed, "train": {"eval_limit": len(correct)},
+           "protocol": "likelihood", "backend": "native"}
+    records.atomic_write_json(folder / "run.json", {"run_id": run_id, "status": "ok", "config": cfg, "evals": evals})
 
 
 def test_compare_pairs_items_and_seeds(tmp_path, capsys):
@@ -89,6 +93,20 @@ def test_compare_pairs_per_task_runs_by_their_training_task(tmp_path):
     assert sorted(rows) == ["arc_e", "obqa"]
     assert rows["arc_e"].diff == pytest.approx(0.5) and rows["obqa"].diff == pytest.approx(0.2)
     assert rows["obqa"].seeds == [0, 1] and rows["obqa"].discordant == (0, 4)
+
+
+def test_compare_per_task_grid_with_retention_compares_each_task_per_training(tmp_path, capsys):
+    """Every task is also another run's retention task: one comparison per (task, trained on)."""
+    for seed in (0, 1):
+        make_run(tmp_path, "lora", seed, [True] * 5 + [False] * 5, task="arc_e", retention={"obqa": [False] * 10})
+        make_run(tmp_path, "lora", seed, [False] * 10, task="obqa", retention={"arc_e": [True] * 10})
+        make_run(tmp_path, "losia", seed, [True] * 10, task="arc_e", retention={"obqa": [True] * 10})
+        make_run(tmp_path, "losia", seed, [True] * 2 + [False] * 8, task="obqa", retention={"arc_e": [False] * 10})
+    rows = {(r.task, r.trained_on): r.diff for r in stats.compare_methods(tmp_path, "lora", "losia")}
+    assert rows == pytest.approx({("arc_e", "arc_e"): 0.5, ("obqa", "arc_e"): 1.0,
+                                  ("arc_e", "obqa"): -1.0, ("obqa", "obqa"): 0.2})
+    assert cli.main(["compare", str(tmp_path), "--methods", "lora,losia"]) == 0
+    assert "trained on" in capsys.readouterr().out
 
 
 def test_compare_refuses_differently_measured_runs(tmp_path):

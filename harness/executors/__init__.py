@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 from harness.config import ConfigError
+from harness.export import DEFAULT_SAVE
 from harness.executors.base import Executor, Job
 
 NAMES = ("local", "inline", "ray", "slurm")
@@ -30,10 +31,12 @@ class MissingExtra(ConfigError):
     """An executor's optional package is not installed (a user error: the message says what to install)."""
 
 
-def job_for(out: Path, device: str, progress: bool, command: str | None, force: bool = False) -> Job:
+def job_for(out: Path, device: str, progress: bool, command: str | None, force: bool = False,
+            save: str = DEFAULT_SAVE, report_to: tuple[str, ...] = ()) -> Job:
     """A submission's shared settings, with the environment a run needs on another node."""
     env = {k: v for k, v in os.environ.items() if k.startswith("PEFT_BENCH_")}
-    return Job(out=Path(out).resolve(), device=device, progress=progress, command=command, env=env, force=force)
+    return Job(out=Path(out).resolve(), device=device, progress=progress, command=command, env=env, force=force,
+               save=save, report_to=report_to)
 
 
 def get(name: str) -> Executor:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from harness import records
 from harness.config import RunConfig, run_config_from_dict
+from harness.export import DEFAULT_SAVE
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Job:
     command: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # PEFT_BENCH_* settings (data folder, hub)
     force: bool = False  # redo runs that are ok, even one another process finished meanwhile
+    save: str = DEFAULT_SAVE  # --save: what each run keeps of its trained model (harness.export)
+    report_to: tuple[str, ...] = ()  # --report-to: trackers (harness.trackers)
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
 
     os.environ.update(job.env)
     device = pick_device(job.device)
-    return run_one(run_config_from_dict(resolved), job.out, device, job.progress, job.command, not job.force)
+    return run_one(run_config_from_dict(resolved), job.out, device, job.progress, job.command, not job.force,
+                   job.save, job.report_to)
 
 
 def settle(cfg: RunConfig, out: Path, how: str) -> dict[str, Any]:

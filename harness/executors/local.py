@@ -60,4 +60,5 @@ def run_inline(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) -
 
     device = pick_device(job.device)
     for cfg in plans:
-        yield cfg, run_one(cfg, job.out, device, job.progress, job.command, not job.force)
+        yield cfg, run_one(cfg, job.out, device, job.progress, job.command, not job.force, job.save,
+                           job.report_to)

@@ -103,7 +103,10 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"sweep file {path}: no such file")
     if path.suffix == ".toml":
-        import tomllib
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10: the same parser, packaged as tomli
+            import tomli as tomllib
 
         parse, errors = tomllib.loads, (tomllib.TOMLDecodeError,)
     else:

@@ -24,7 +24,9 @@ _LORA_PAPER = next(s for s in PEFT_METHODS if s.name == "lora").presets["paper"]
 
 METHODS = [
     MethodSpec("localized-lora", "Localized LoRA: K x K grid of rank r/K blocks (K=4), LoRA(r=32) budget",
-               LocalizedLoraConfig, functools.partial(adapt, structure="grid"), {"paper": dict(_LORA_PAPER)}),
+               LocalizedLoraConfig, functools.partial(adapt, structure="grid"), {"paper": dict(_LORA_PAPER)},
+               size_keys=("r", "num_blocks")),
     MethodSpec("localized-lora-diag", "Localized LoRA, diagonal: K=4 diagonal blocks of rank r=32, LoRA(r) budget",
-               LocalizedLoraConfig, functools.partial(adapt, structure="diagonal"), {"paper": dict(_LORA_PAPER)}),
+               LocalizedLoraConfig, functools.partial(adapt, structure="diagonal"), {"paper": dict(_LORA_PAPER)},
+               size_keys=("r", "num_blocks")),
 ]

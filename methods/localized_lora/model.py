@@ -49,6 +49,14 @@ class LocalizedAdapted(Adapted):
         return {"structure": one.structure, "num_blocks": one.num_blocks, "block_rank": one.block_rank,
                 "scaling": one.scaling, "adapted_matrices": len(self.layers)}
 
+    def merged_model(self) -> nn.Module:
+        """Fold every block adapter into its base weight and put the plain linear back in place."""
+        for name, layer in self.layers.items():
+            layer.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name), child, layer.base_layer)
+        return self.model
+
 
 def adapt(model: nn.Module, cfg: LocalizedLoraConfig, ctx: TrainContext, structure: str) -> Adapted:
     return LocalizedAdapted(model, wrap_targets(model, cfg, structure), ctx)

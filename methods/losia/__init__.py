@@ -35,7 +35,7 @@ _PAPER = {
 
 METHODS = [
     MethodSpec("losia", "LoSiA: train a p x p subnet block of every decoder linear, re-localized by importance "
-               "(full weight gradients, sliced)", LosiaConfig, adapt, presets={"paper": dict(_PAPER)}),
+               "(full weight gradients, sliced)", LosiaConfig, adapt, presets={"paper": dict(_PAPER)}, size_keys=("rank_factor",)),
     MethodSpec("losia-pro", "LoSiA-Pro: LoSiA with a backward that computes only the subnet block's gradient",
-               LosiaConfig, adapt_pro, presets={"paper": dict(_PAPER)}),
+               LosiaConfig, adapt_pro, presets={"paper": dict(_PAPER)}, size_keys=("rank_factor",)),
 ]

@@ -24,5 +24,6 @@ METHODS = [
         SensitivityLoraConfig, adapt,
         presets={"paper": dict(_LORA_PAPER), "global-only": {"beta": 1.0}, "local-only": {"beta": 0.0},
                  "hutchinson": {"estimator": "hutchinson"}},
+        size_keys=("r",),
     )
 ]

@@ -1,0 +1,52 @@
+"""Variant labels: the method name, plus the hyperparameters that tell its variants apart when the
+same method ran with several configurations (``lora (r=8)`` vs ``lora (r=16)``).
+
+Labels are what tables group on (results.csv's ``label`` column, every report), so runs are only
+pooled across seeds, never across configurations, and two variants never share one label: a
+label that would collide after shortening gets the variant's hash appended.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+# Keys that only change how a run is evaluated, not what was trained: tables check them per
+# column (``reports.tables.drop_mixed``) instead of splitting rows on them.
+EVAL_ONLY_KEYS = {"eval_limit", "eval_batch_size", "protocol"}
+
+
+def _variant_fields(cfg: dict[str, Any]) -> dict[str, str]:
+    """What was trained, flattened to text: every field that may distinguish two configurations."""
+    tasks = cfg.get("train_tasks", [])
+    out = {"train": "per-task" if len(tasks) == 1 else "+".join(tasks)}
+    out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg.get("train", {}).items()
+                if k not in EVAL_ONLY_KEYS})
+    out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg.get("method_config", {}).items()})
+    return out
+
+
+def _short(value: str, width: int = 24) -> str:
+    value = value.replace('"', "")
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Run id -> label, for runs given by their resolved configs (``run.json``'s ``config``)."""
+    groups: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+    keys: dict[str, str] = {}
+    for run_id, cfg in configs.items():
+        fields = _variant_fields(cfg)
+        keys[run_id] = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
+        groups.setdefault((cfg.get("model", "?"), cfg.get("method", "?")), {})[keys[run_id]] = fields
+    labels: dict[tuple[str, str, str], str] = {}
+    for (model, method), variants in groups.items():
+        for key, fields in variants.items():
+            differing = sorted(k for k in fields if len({v.get(k) for v in variants.values()}) > 1)
+            shown = ", ".join(f"{k}={_short(fields[k])}" for k in differing)
+            labels[(model, method, key)] = f"{method} ({shown})" if shown else method
+        if len(set(labels[(model, method, k)] for k in variants)) < len(variants):
+            for key in variants:
+                labels[(model, method, key)] += f" #{key}"
+    return {run_id: labels[(cfg.get("model", "?"), cfg.get("method", "?"), keys[run_id])]
+            for run_id, cfg in configs.items()}

@@ -1,0 +1,109 @@
+"""--report-to: each tracker's run read back offline (TensorBoard events, MLflow file store, W&B offline)."""
+from __future__ import annotations
+
+import importlib
+import json
+import struct
+
+import pytest
+
+from harness import trackers
+from harness.config import ConfigError
+
+CONFIG = {"model": "tiny-llama", "method": "lora", "method_config": {"r": 8, "target_modules": ["q_proj"]},
+          "train_tasks": ["arc_e"], "seed": 0, "train": {"lr": 0.001, "eval_limit": 10}}
+RECORD = {"run_id": "run-1", "config": CONFIG, "status": "ok",
+          "evals": [{"task": "arc_e", "phase": "after", "metrics": [{"name": "acc", "value": 0.5, "stderr": 0.1, "n": 10}]}],
+          "costs": {"step_time_s": [0.25, "s"], "trainable_params": [1234, "count"]}}
+STEPS = [{"step": s, "loss": 2.0 - s / 10, "lr": 1e-3, "step_time_s": 0.1, "tokens": 24, "profiled": s == 0}
+         for s in range(3)]
+
+
+def _run(names: tuple[str, ...], out) -> None:
+    t = trackers.Trackers(names, out, "run-1", CONFIG)
+    for step in STEPS:
+        t.log_step(step)
+    t.finish(RECORD)
+
+
+def test_report_to_is_checked_up_front_in_one_line(monkeypatch):
+    assert trackers.parse_report_to("none") == () and trackers.parse_report_to(None) == ()
+    with pytest.raises(ConfigError, match="unknown tracker; valid: tensorboard, wandb, mlflow"):
+        trackers.parse_report_to("tensorboard,comet")
+    real = importlib.import_module
+
+    def missing(name, *a, **k):
+        if name == "wandb":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(trackers.MissingTracker, match=r"pip install 'peft-bench\[wandb\]'"):
+        trackers.parse_report_to("wandb")
+
+
+def test_tensorboard_scalars_read_back(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _run(("tensorboard",), tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "run-1"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([2.0, 1.9, 1.8])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+    assert "train/profiled" not in tags and "train/step" not in tags
+    assert events.Scalars("after/arc_e/acc")[0].value == pytest.approx(0.5)
+    assert events.Scalars("train/arc_e/trainable_params")[0].value == 1234
+
+
+def test_mlflow_file_store_read_back(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    _run(("mlflow",), tmp_path)
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("peft-bench").experiment_id])
+    assert run.info.run_name == "run-1" and run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.001"
+    assert json.loads(run.data.params["method_config.target_modules"]) == ["q_proj"]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")] == pytest.approx([2.0, 1.9, 1.8])
+    assert run.data.metrics["after/arc_e/acc"] == pytest.approx(0.5)
+
+
+def _wandb_records(path) -> list:
+    """The records of an offline ``.wandb`` file (a LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, buf, out = path.read_bytes(), 7, 32768, b"", []  # 7: the ':W&B' file header
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        buf, pos = buf + data[pos + 7:pos + 7 + n], pos + 7 + n
+        if kind in (1, 4):  # FULL or LAST fragment
+            out.append(pb.Record.FromString(buf))
+            buf = b""
+    return out
+
+
+def test_wandb_offline_run_records(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _run(("wandb",), tmp_path)
+    (path,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    records = _wandb_records(path)
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")  # later ones update it
+    assert run.display_name == "run-1" and run.project == "peft-bench"
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    assert config["train"]["lr"] == 0.001 and config["method_config"]["r"] == 8
+    losses = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
+              for i in r.history.item if list(i.nested_key) == ["train/loss"]]
+    assert losses == pytest.approx([2.0, 1.9, 1.8])
+    summary = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for u in r.summary.update if u.key}
+    assert summary["after/arc_e/acc"] == pytest.approx(0.5)
