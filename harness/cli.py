@@ -16,13 +16,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: printed as one line, never as a traceback."""
     from harness.config import ConfigError
     from harness.models import ModelError
+    from methods.base import MethodConfigError
     from methods.registry import UnknownMethod
     from reports.load import ReportError
     from tasks.protocols import ProtocolError
     from tasks.registry import UnknownTask
     from tasks.sources import DataError
 
-    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError, ReportError)
+    return (ConfigError, MethodConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError, ReportError)
 
 
 def _csv(text: str) -> list[str]:

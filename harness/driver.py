@@ -161,7 +161,7 @@ def _resumable(folder: Path) -> dict[str, Any] | None:
 
 
 def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, device: torch.device,
-                   seed: int) -> tuple[TrainBatches, int, TrainContext]:
+                   seed: int, folder: Path) -> tuple[TrainBatches, int, TrainContext]:
     """Training batches, step count and method context for one stage's tasks (the protocol's text)."""
     tc = cfg.train
     train_pair = protocols.get(cfg.protocol).train_pair
@@ -177,7 +177,7 @@ def _stage_context(cfg: RunConfig, stage: tuple[str, ...], tokenizer: Any, devic
 
     ctx = TrainContext(lr=tc.lr, weight_decay=tc.weight_decay, warmup_steps=tc.resolved_warmup(n_steps),
                        total_steps=n_steps, min_lr_ratio=tc.min_lr_ratio, grad_clip=tc.grad_clip or None,
-                       seed=seed, device=str(device), calibration_batches=calibration)
+                       seed=seed, device=str(device), calibration_batches=calibration, run_dir=folder)
     return batches, n_steps, ctx
 
 
@@ -205,7 +205,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
         record["text_loss_before"] = text_loss(out, model, tokenizer, cfg, device)
 
     stages = cfg.stages()
-    batches, n_steps, ctx = _stage_context(cfg, stages[0], tokenizer, device, cfg.seed)
+    batches, n_steps, ctx = _stage_context(cfg, stages[0], tokenizer, device, cfg.seed, folder)
     method_cfg = config_from_dict(spec.config_cls, cfg.method_config)
     calib = MemoryProbe(device)
     t0 = time.perf_counter()
@@ -223,7 +223,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
         if k < done:
             continue
         if k > 0:
-            batches, n_steps, ctx = _stage_context(cfg, stage, tokenizer, device, cfg.seed + k)
+            batches, n_steps, ctx = _stage_context(cfg, stage, tokenizer, device, cfg.seed + k, folder)
             adapted.start_stage(ctx)
         profile_step = max(0, min(tc.timing_warmup_steps, n_steps) - 1) if not results else -1
         with probe.track():
