@@ -7,8 +7,10 @@ trainer's (``trainer.lr``, ``trainer.warmup_ratio``, ...): they reach ``adapt`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from methods.base import MethodConfigError
+from methods.losia.subnets import read_init_file
 
 # decoder-block linears of Llama-style models
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -91,6 +93,9 @@ class LosiaConfig:
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise MethodConfigError(f"schedule must be one of {SCHEDULES} (or none: the compat's), "
                                     f"got {self.schedule!r}")
+        if self.init_subnets:  # absolute, so a worker process finds it; malformed files fail here
+            self.init_subnets = str(Path(self.init_subnets).resolve())
+            read_init_file(self.init_subnets)
 
     @property
     def release(self) -> bool:
