@@ -17,13 +17,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.config import ConfigError
     from harness.models import ModelError
     from harness.safe_io import OutputError
+    from methods.base import MethodConfigError
     from methods.registry import UnknownMethod
     from reports.load import ReportError
     from tasks.protocols import ProtocolError
     from tasks.registry import UnknownTask
     from tasks.sources import DataError
 
-    return (ConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError, ReportError, OutputError)
+    return (ConfigError, MethodConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError,
+            ReportError, OutputError)
 
 
 def _csv(text: str) -> list[str]:

@@ -11,6 +11,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -79,13 +80,14 @@ EVAL_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig
 
 
 def method_context(train: TrainConfig, total_steps: int, seed: int, device: torch.device | str,
-                   calibration_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
-                   ) -> TrainContext:
+                   calibration_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None,
+                   run_dir: Path | None = None) -> TrainContext:
     """What a method is told about the training it is prepared for: the one place trainer
     settings become a ``TrainContext`` (methods never see ``TrainConfig``: they never import the harness)."""
     return TrainContext(lr=train.lr, weight_decay=train.weight_decay, warmup_steps=train.resolved_warmup(total_steps),
                         total_steps=total_steps, min_lr_ratio=train.min_lr_ratio, grad_clip=train.grad_clip or None,
-                        seed=seed, device=str(device), calibration_batches=calibration_batches)
+                        seed=seed, device=str(device), calibration_batches=calibration_batches,
+                        run_dir=run_dir)
 
 
 @dataclass

@@ -91,7 +91,7 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         if cfg.retention_text:
             run.record["text_loss_before"] = text_loss(out, model, tokenizer, cfg, device)
         # adapt
-        first = _stage(cfg, 1, tokenizer, device)
+        first = _stage(cfg, 1, tokenizer, device, run.path)
         calibration = MemoryProbe(device)
         t0 = time.perf_counter()
         with calibration.track():
@@ -165,10 +165,11 @@ class Stage:
     ctx: TrainContext
 
 
-def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device) -> Stage:
+def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device, run_dir: Path) -> Stage:
     """Stage ``number`` (1-based): batches of its tasks' training items (in the protocol's text,
     held-out validation items left out), seeded ``seed + number - 1``, and the method context over
-    its steps. Built when the stage starts, so its data is not held in memory before."""
+    its steps (the run folder is where a method may write its own files). Built when the stage
+    starts, so its data is not held in memory before."""
     tc, tasks, seed = cfg.train, cfg.stages()[number - 1], cfg.seed + number - 1
     train_pair = protocols.get(cfg.protocol).train_pair
     held = {ex for name in tasks for ex in validation_items(cfg, name)}
@@ -183,7 +184,7 @@ def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device) ->
 
     training = batches(seed)
     steps = tc.resolved_steps(len(training))
-    return Stage(number, tasks, training, steps, method_context(tc, steps, seed, device, calibration))
+    return Stage(number, tasks, training, steps, method_context(tc, steps, seed, device, calibration, run_dir))
 
 
 def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: Any, first: Stage,
@@ -194,7 +195,7 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
     probe = MemoryProbe(device)
     count = len(cfg.stages())
     for number in range(run.stages_done + 1, count + 1):
-        stage = first if number == 1 else _stage(cfg, number, tokenizer, device)
+        stage = first if number == 1 else _stage(cfg, number, tokenizer, device, run.path)
         if number > 1:
             adapted.start_stage(stage.ctx)
         # the first stage trained here profiles its last timing warm-up step (excluded from timing)

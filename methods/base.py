@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -33,6 +34,9 @@ class TrainContext:
     ``calibration_batches`` yields training batches (dicts for ``model(**batch)`` with
     ``labels``) for methods that look at data before training (Sensitivity-LoRA, PiSSA-style
     inits); it is a fresh, seeded iterator on every call and never touches evaluation items.
+
+    ``run_dir`` is a folder where a method may write its own artifacts (the driver gives the
+    run's folder; None when there is no run folder, e.g. ``bench perf`` or a plain Python call).
     """
 
     lr: float = 2e-4
@@ -46,6 +50,14 @@ class TrainContext:
     seed: int = 0
     device: str = "cpu"
     calibration_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
+    run_dir: Path | None = None
+
+
+class MethodConfigError(ValueError):
+    """Bad input to a method (a knob's value, a file a knob names): the CLI prints it as one line.
+
+    Methods never import the harness, so this is the error type they raise for user mistakes.
+    """
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:

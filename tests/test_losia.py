@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from harness.models import TINY_LLAMA_CONFIG, build_llama
-from methods.base import TrainContext, warmup_cosine
+from methods.base import MethodConfigError, TrainContext, warmup_cosine
 from methods.losia import LosiaConfig, adapt, adapt_pro
 from methods.losia.importance import ImportanceTracker, candidates, importance, relocalize
-from methods.losia.layer import SubnetLinear
+from methods.losia.layer import Subnet, SubnetLinear
+from methods.losia.optimizer import SubnetAdamW
 
 VOCAB = TINY_LLAMA_CONFIG["vocab_size"]
 N_LAYERS = TINY_LLAMA_CONFIG["num_hidden_layers"]
@@ -50,10 +53,12 @@ def _micro(step: int) -> list[dict[str, torch.Tensor]]:
     return [_batch(100 * step), _batch(100 * step + 1)]
 
 
+@pytest.mark.parametrize("compat", ["spec", "release"])
 @pytest.mark.parametrize("dense_rest", [True, False])
-def test_losia_and_pro_give_the_same_weights_over_two_relocalization_cycles(dense_rest: bool) -> None:
-    cfg = LosiaConfig(period=2, dense_rest=dense_rest)
-    plain, pro = _adapted(False, cfg), _adapted(True, dataclasses.replace(cfg))
+def test_losia_and_pro_give_the_same_weights_over_two_relocalization_cycles(dense_rest: bool, compat: str) -> None:
+    cfg = LosiaConfig(period=2, dense_rest=dense_rest, compat=compat)
+    ctx = _ctx(weight_decay=0.1)
+    plain, pro = _adapted(False, cfg, ctx), _adapted(True, dataclasses.replace(cfg), ctx)
     assert all(isinstance(m, SubnetLinear) for m in (pro.model.model.layers[0].self_attn.q_proj,))
     initial = {n: p.detach().clone() for n, p in plain.model.named_parameters()}
     steps = 2 * N_LAYERS * cfg.period  # two full cycles over both layers
@@ -159,37 +164,125 @@ def test_greedy_strategies_by_hand() -> None:
     assert relocalize(torch.diag(torch.tensor([3.0, 1.0, 2.0])), 1, 1)[2] == "independent"
 
 
-def test_rewarm_restarts_only_the_reselected_layer_exactly_at_reselection() -> None:
-    period, total, base = 3, 20, 1e-3
-    ctx = _ctx(lr=base, total_steps=total, warmup_steps=2)
-    a = _adapted(True, LosiaConfig(period=period, min_lr_ratio=0.1), ctx)
+# lr factors at steps 0..2T for T=2, W=2, N=5, min 0.5 and 3 slots (lm_head + 2 layers): slot 0 is
+# re-selected after step 1 (r=2), slot 1 after step 3 (r=4), slot 2 not before step 5.
+# envelope, cosine progress (s-W)/(N-W): s=2 -> 1, s=3 -> .5+.25*(1+cos(pi/3)) = .875, s=4 -> .625;
+# warm-up (s+1)/W spec: .5, 1; s/W release: 0, .5.
+_SPEC_ENV = [0.5, 1.0, 1.0, 0.875, 0.625]
+_RELEASE_ENV = [0.0, 0.5, 1.0, 0.875, 0.625]
+_LR_TABLES = {
+    # spec: a restarted slot runs envelope * (s - r)/T from 0
+    ("spec", None): [[0.5, 1.0, 0.0, 0.5 * 0.875, 0.625], [0.5, 1.0, 1.0, 0.875, 0.0], _SPEC_ENV, _SPEC_ENV],
+    # cosine_restarts: (s - r)/T * envelope(r + W) = (s - 2)/2 * cos-part at 2/3 (.625) for slot 0
+    ("release", None): [[0.0, 0.5, 0.0, 0.5 * 0.625, 0.625], [0.0, 0.5, 1.0, 0.875, 0.0], _RELEASE_ENV,
+                        _RELEASE_ENV],
+    # cosine: own cycle of L*T = 6 steps, warm-up c/T over T = 2, then cosine over 4 steps
+    # (c=3: .5+.25*(1+cos(pi/4)) = .9267767, c=4: .75); 1e-7 on a restarted cycle's first 2 steps
+    ("release", "cosine"): [[0.0, 0.5, 1e-7, 1e-7, 1.0], [0.0, 0.5, 1.0, 0.9267767, 1e-7],
+                            [0.0, 0.5, 1.0, 0.9267767, 0.75], _RELEASE_ENV],
+}
+
+
+@pytest.mark.parametrize("compat,schedule", list(_LR_TABLES))
+def test_lr_of_reselected_and_other_layers_at_steps_0_to_2T(compat: str, schedule: str | None) -> None:
+    base = 1e-3
+    cfg = LosiaConfig(period=2, min_lr_ratio=0.5, output_dim_factor=0.125, compat=compat, schedule=schedule)
+    a = _adapted(True, cfg, _ctx(lr=base, total_steps=5, warmup_steps=2))
     groups = a.optimizer.param_groups
-    assert [g["slot"] for g in groups] == [0, 1, None]  # one group per layer + dense
-    restarts: dict[int, int] = {}
-
-    def expected(slot, step: int) -> float:
-        env = warmup_cosine(step, 2, total, 0.1)
-        start = restarts.get(slot)
-        return base * env * (1.0 if start is None else min(1.0, (step - start + 1) / period))
-
-    for step in range(12):
-        assert [g["lr"] for g in groups] == pytest.approx([expected(g["slot"], step) for g in groups], rel=1e-12)
+    assert [g["slot"] for g in groups] == [0, 1, 2, None]  # lm_head, layer 0, layer 1, dense
+    table = _LR_TABLES[(compat, schedule)]
+    for step in range(5):
+        assert [g["lr"] for g in groups] == pytest.approx([base * col[step] for col in table], rel=1e-6, abs=1e-15)
         _train_step(a, step, [_batch(step)])
-        if (step + 1) % period == 0:
-            restarts[(step // period) % N_LAYERS] = step + 1
-    assert restarts == {0: 9, 1: 12}
-    assert [(r[0], r[1]) for r in a.reselections[::7]] == [(2, 0), (5, 1), (8, 0), (11, 1)]
-    # just after layer 1's re-selection at step 11: it restarts at T^-1, layer 0 is 2 steps in
-    env = warmup_cosine(12, 2, total, 0.1)
-    assert groups[1]["lr"] == pytest.approx(base * env / period)
-    assert groups[0]["lr"] == pytest.approx(base * env * 3 / period)
-    assert groups[2]["lr"] == pytest.approx(base * env)
-    assert a.current_lr() == pytest.approx(base * env)
+    assert [(r[0], r[1]) for r in a.reselections] == [(1, "lm_head")] + [(3, 0)] * 7
+    assert a.current_lr() == pytest.approx(base * 0.5)  # the envelope at step 5 = N: its floor
 
-    off = _adapted(True, LosiaConfig(period=period, rewarm=False), ctx)
-    for step in range(4):
+    off = _adapted(True, dataclasses.replace(cfg, rewarm=False), _ctx(lr=base, total_steps=5, warmup_steps=2))
+    for step in range(3):
         _train_step(off, step, [_batch(step)])
-    assert [g["lr"] for g in off.optimizer.param_groups] == pytest.approx([base * warmup_cosine(4, 2, total, 0.1)] * 3)
+    assert off.scheduler.restarts == {} and len(off.reselections) == 1
+
+
+def test_cosine_restarts_ramps_from_step_0_when_warmup_is_shorter_than_T() -> None:
+    """The release treats 'no restart yet' as a restart at 0: with W < T, steps W..T-1 ramp as s/T."""
+    a = _adapted(True, LosiaConfig(period=4, compat="release"), _ctx(lr=1.0, total_steps=100, warmup_steps=1))
+    layer0 = a.optimizer.param_groups[0]
+    lrs = []
+    for step in range(5):
+        lrs.append(layer0["lr"])
+        a.scheduler.step()
+    assert lrs == pytest.approx([0.0, 0.25, 0.5, 0.75, warmup_cosine(4, 1, 100, 0.1)])
+
+
+def _tiny_subnet(grad: list[list[float]], weight: list[list[float]] | None = None) -> Subnet:
+    """A 2x3 weight whose subnet is row 0, columns 1 and 2, with the given full gradient."""
+    w = torch.nn.Parameter(torch.tensor(weight or [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    w.grad = torch.tensor(grad)
+    return Subnet("w", 0, 0, w, torch.tensor([0]), torch.tensor([1, 2]), efficient=False)
+
+
+def test_epsilon_placement_and_decay_order_by_hand() -> None:
+    # step 1, g = 1e-5: spec  -lr g / (|g| + 1e-8)                  = -0.1 * 0.999000999
+    #                   release -lr sqrt(1-b2) g / (sqrt(1-b2)|g| + 1e-6) = -0.1 * 1e-5 / (1e-5 + 1e-6/sqrt(1e-3))
+    moved = {}
+    for release in (False, True):
+        s = _tiny_subnet([[9.0, 1e-5, 1.0], [9.0, 9.0, 9.0]])
+        opt = SubnetAdamW([[s]], [], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, release=release)
+        opt.step()
+        moved[release] = s.weight.detach().clone()
+    assert moved[False][0, 1].item() == pytest.approx(-0.0999000999, rel=1e-6)
+    assert moved[True][0, 1].item() == pytest.approx(-0.1 * 0.24025307, rel=1e-6)
+    # g = 1: eps hardly matters under the spec; the release's acts as 1e-6 / sqrt(1e-3) = 3.2e-5
+    assert moved[False][0, 2].item() == pytest.approx(-0.1, rel=1e-6)
+    assert moved[True][0, 2].item() == pytest.approx(-0.1 / (1 + 1e-6 / math.sqrt(1e-3)), rel=1e-6)
+    for w in moved.values():
+        assert w[0, 0] == 0 and torch.all(w[1] == 0)  # only W[R, C] moves
+
+    # weight decay 0.5, lr 0.1, theta 2, g 1 (update -0.1, up to the release's eps: 3e-6): block spec
+    # 2*0.95 - 0.1 = 1.8, release (2 - 0.1)*0.95 = 1.805; dense spec AdamW 1.8, release Adam
+    # g' = 1 + 0.5*2 -> 2 - 0.1 = 1.9
+    for release, block, dense in ((False, 1.8, 1.8), (True, 1.805, 1.9)):
+        s = _tiny_subnet([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]], [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])
+        p = torch.nn.Parameter(torch.tensor([2.0]))
+        p.grad = torch.tensor([1.0])
+        SubnetAdamW([[s]], [p], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.5, release=release).step()
+        assert s.weight[0, 1:].tolist() == pytest.approx([block, block], abs=1e-5)
+        assert s.weight[0, 0].item() == 2.0 and p.item() == pytest.approx(dense, abs=1e-6)
+
+
+def test_step_count_after_a_reset() -> None:
+    counts = {}
+    for release in (False, True):
+        s = _tiny_subnet([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+        opt = SubnetAdamW([[s]], [], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, release=release)
+        opt.step(); opt.step()
+        opt.reset(s)
+        counts[release] = dict(opt.state[s.weight])
+        before = s.weight[0, 1].item()
+        opt.step()
+        counts[release]["update"] = s.weight[0, 1].item() - before
+        counts[release]["after"] = opt.state[s.weight]["step"]
+    assert counts[False] == {"update": pytest.approx(-0.1, rel=1e-6), "after": 1}  # state dropped: step 1 again
+    # release: moments zeroed, step 3: -lr sqrt(1-b2^3)/(1-b1^3) (1-b1) g / (sqrt(1-b2) g + 1e-6)
+    assert counts[True] == {"step": 2, "update": pytest.approx(-0.06387934, rel=1e-6), "after": 3}
+
+
+@pytest.mark.parametrize("efficient", [False, True])
+def test_importance_uses_the_weight_before_the_update(efficient: bool) -> None:
+    cfg = LosiaConfig(period=2, importance="param_first", importance_beta1=0.5)
+    a = _adapted(efficient, cfg, _ctx(lr=1e-2, warmup_steps=0))
+    seen = {}
+
+    def keep(a, step):
+        seen.update({s.name: (s.weight.detach().clone(), s.full_grad().clone()) for s in a.slots[0]})
+
+    _train_step(a, 0, [_batch(0)], check=keep)
+    for s in a.slots[0]:
+        theta, grad = seen[s.name]
+        assert not torch.equal(s.weight, theta)  # the step did move the block
+        i_bar = a.trackers[id(s)].i_bar
+        torch.testing.assert_close(i_bar, 0.5 * (theta * grad).abs(), rtol=0, atol=0)
+        assert not torch.equal(i_bar, 0.5 * (s.weight.detach() * grad).abs())
 
 
 def test_sync_profiles_and_reselects_every_layer_together() -> None:
@@ -313,6 +406,7 @@ def test_registry_contract_and_paper_preset() -> None:
         assert spec.config_cls is LosiaConfig and isinstance(spec.default_config(), LosiaConfig)
         assert spec.config_keys() == [f.name for f in dataclasses.fields(LosiaConfig)]
         paper = spec.presets["paper"]
+        assert paper["compat"] == "release"  # "paper" means "as the authors ran it"
         for key in paper:
             assert key.startswith("trainer.") or key in spec.config_keys(), key
         assert paper["period"] == 50 and paper["rank_factor"] == 0.125
@@ -323,3 +417,82 @@ def test_registry_contract_and_paper_preset() -> None:
         assert (cfg.period, cfg.importance) == (7, "param_first")
     with pytest.raises(ValueError):
         LosiaConfig(importance="nope")
+
+
+def _init_file(tmp_path, model, shift: int = 0, **changes) -> str:
+    """Every target's subnet: rows/cols counted down from the end (so they need sorting)."""
+    given = {}
+    for name, w in model.state_dict().items():
+        if name.endswith("proj.weight"):
+            d_out, d_in = w.shape
+            given[name] = [list(range(d_out - 1, d_out - 1 - d_out // 8, -1)),
+                           list(range(d_in - 1 - shift, d_in - 1 - shift - d_in // 8, -1))]
+    given.update(changes)
+    given = {k: v for k, v in given.items() if v is not None}
+    path = tmp_path / "init.json"
+    path.write_text(json.dumps(given))
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["losia", "losia-pro"])
+def test_init_subnets_file_and_subnets_log(tmp_path, name: str) -> None:
+    from methods import registry
+
+    model = build_llama(TINY_LLAMA_CONFIG, seed=0)
+    path = _init_file(tmp_path, model, shift=3)
+    a = registry.get(name).adapt(model, LosiaConfig(period=2, init_subnets=path), _ctx(run_dir=tmp_path))
+    given = json.loads(Path(path).read_text())
+    assert len(given) == len(a.subnets) == 7 * N_LAYERS
+    for s in a.subnets:
+        rows, cols = given[s.name + ".weight"]
+        assert s.rows.tolist() == sorted(rows) and s.cols.tolist() == sorted(cols)
+    for step in range(4):
+        _train_step(a, step, [_batch(step)])
+    lines = [json.loads(line) for line in (tmp_path / "subnets.jsonl").read_text().splitlines()]
+    # the initial selection at step 0, layer 0's from step 2, layer 1's from step 4
+    assert [line["step"] for line in lines] == [0] * 14 + [2] * 7 + [4] * 7
+    assert {line["weight"]: [line["rows"], line["cols"]] for line in lines[:14]} == \
+        {k: [sorted(r), sorted(c)] for k, (r, c) in given.items()}
+    assert [line["weight"] for line in lines[14:]] == [s.name + ".weight" for s in a.subnets]
+    last = {line["weight"]: (line["rows"], line["cols"]) for line in lines}
+    assert all(last[s.name + ".weight"] == (s.rows.tolist(), s.cols.tolist()) for s in a.subnets)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model.layers.1.mlp.up_proj.weight": None}, "no subnet for target weight model.layers.1.mlp.up_proj.weight"),
+    ({"model.layers.0.self_attn.k_proj.weight": [[0, 1, 2], [0, 1, 2, 3, 4, 5, 6, 7]]},
+     "model.layers.0.self_attn.k_proj.weight: 3 rows, its subnet has 4"),
+    ({"model.layers.0.self_attn.q_proj.weight": [[0, 1, 2, 3, 4, 5, 6, 64], [0, 1, 2, 3, 4, 5, 6, 7]]},
+     "model.layers.0.self_attn.q_proj.weight: rows index 64 out of range \\[0, 64\\)"),
+    ({"model.layers.0.self_attn.q_proj.weight": [[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, -1]]},
+     "model.layers.0.self_attn.q_proj.weight: cols index -1 out of range"),
+    ({"model.layers.0.self_attn.q_proj.weight": [[0, 0, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7]]},
+     "model.layers.0.self_attn.q_proj.weight: rows repeat an index"),
+    ({"model.embed_tokens.weight": [[0], [0]]}, "model.embed_tokens.weight is not a target weight"),
+    ({"model.layers.0.mlp.up_proj.weight": [[0, 1]]}, "model.layers.0.mlp.up_proj.weight: expected \\[rows, cols\\]"),
+])
+def test_bad_init_subnets_file_is_one_clear_line(tmp_path, change: dict, message: str) -> None:
+    model = build_llama(TINY_LLAMA_CONFIG, seed=0)
+    path = _init_file(tmp_path, model, **change)
+    with pytest.raises(MethodConfigError, match=f"init_subnets {path}: {message}") as err:
+        adapt_pro(model, LosiaConfig(init_subnets=path), _ctx())
+    assert "\n" not in str(err.value)
+    assert not any(isinstance(m, SubnetLinear) for m in model.modules())  # refused before touching the model
+    with pytest.raises(MethodConfigError, match="no such file"):
+        adapt(model, LosiaConfig(init_subnets=str(tmp_path / "missing.json")), _ctx())
+
+
+def test_pro_siblings_share_one_input_gather(monkeypatch) -> None:
+    """q, k, v (and gate, up) take their columns of x from one gather: 4 gathers per layer forward."""
+    from methods.losia import layer
+
+    a = _adapted(True)
+    calls = []
+    real = layer._columns
+    monkeypatch.setattr(layer, "_columns", lambda t, index: calls.append(index.numel()) or real(t, index))
+    a.before_step(0)  # layer 0 profiles (saves full inputs), layer 1 gathers
+    loss = a.model(**_batch(0)).loss
+    # layer 1: q|k|v 8+8+8 columns of x (64 wide), o 8, gate|up 8+8, down 16 (of 128)
+    assert calls == [24, 8, 16, 16]
+    loss.backward()
+    assert len(calls) == 4 + 7  # plus one row gather of grad_out per matrix in backward

@@ -5,7 +5,8 @@ the full gradient) and reads the block out of ``weight.grad``. LoSiA-Pro swaps i
 ``SubnetLinear``: the weight does *not* require grad, and a custom backward saves only the
 input columns C and writes grad_out[..., R]^T @ x[..., C] into a block-shaped buffer, except
 while its layer is profiled, when it saves the full input and produces the full gradient that
-the importance estimate needs.
+the importance estimate needs. Sibling linears that read one input (q, k, v; gate, up) gather
+their columns of it in one pass (``SharedGather``).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Subnet:
         # a leaf requiring grad keeps the custom backward in the graph even when neither the
         # input nor the (frozen) weight requires grad, e.g. layer 0 with frozen embeddings
         self.anchor = torch.empty(0, device=weight.device, requires_grad=True) if efficient else None
+        self.shared: SharedGather | None = None
         self.set_index(rows, cols)
 
     def set_index(self, rows: torch.Tensor, cols: torch.Tensor) -> None:
@@ -43,6 +45,13 @@ class Subnet:
         # flat offsets of W[R, C] in row-major order: 1-D index_select / index_copy_ on them
         # are 2-5x faster on CPU than 2-D advanced indexing with broadcast index tensors
         self.flat_index = (self.rows.unsqueeze(1) * self.weight.shape[1] + self.cols.unsqueeze(0)).reshape(-1)
+        if self.shared is not None:
+            self.shared.index = None
+
+    def input_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """x[..., C] flattened to 2-D, from the siblings' shared gather when there is one."""
+        x_2d = x.reshape(-1, x.shape[-1])
+        return _columns(x_2d, self.cols) if self.shared is None else self.shared.columns(self, x, x_2d)
 
     def take(self, full: torch.Tensor) -> torch.Tensor:
         """A copy of full[R, C] for any tensor shaped like the weight."""
@@ -108,6 +117,41 @@ def _columns(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(t, 1, index.expand(t.shape[0], -1))
 
 
+class SharedGather:
+    """One gather of x[:, C_1 | C_2 | ...] for sibling subnets that read the same input x.
+
+    The first sibling called with a new x gathers every sibling's columns at once and keeps the
+    result until each sibling has taken its slice (a view: the backward's mm reads it strided,
+    without a copy); a sibling called with another x (never in a Llama layer) gathers afresh.
+    """
+
+    def __init__(self, members: list[Subnet]) -> None:
+        self.members = members
+        self.index: torch.Tensor | None = None  # rebuilt after any member's set_index
+        self._x: torch.Tensor | None = None
+        self._gathered: torch.Tensor | None = None
+        self._waiting: set[int] = set()
+        for s in members:
+            s.shared = self
+
+    def columns(self, subnet: Subnet, x: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
+        if self._x is not x or id(subnet) not in self._waiting:
+            if self.index is None:
+                self.index = torch.cat([s.cols for s in self.members])
+            self._x, self._gathered = x, _columns(x_2d, self.index)
+            self._waiting = {id(s) for s in self.members}
+        start = 0
+        for s in self.members:
+            if s is subnet:
+                break
+            start += s.cols.numel()
+        out = self._gathered[:, start:start + subnet.cols.numel()]
+        self._waiting.discard(id(subnet))
+        if not self._waiting:  # every sibling has its slice: hold neither x nor the gather
+            self._x = self._gathered = None
+        return out
+
+
 class _SubnetLinearFn(torch.autograd.Function):
     """y = x W^T whose backward gives grad_x in full but only the block of grad_W."""
 
@@ -116,7 +160,7 @@ class _SubnetLinearFn(torch.autograd.Function):
         ctx.subnet = subnet
         ctx.profiling = subnet.profiling
         ctx.rows = subnet.rows
-        saved = x if subnet.profiling or subnet.all_cols else _columns(x.reshape(-1, x.shape[-1]), subnet.cols)
+        saved = x if subnet.profiling or subnet.all_cols else subnet.input_columns(x)
         ctx.save_for_backward(saved, weight)
         return F.linear(x, weight)
 

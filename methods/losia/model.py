@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import Adapted, TrainContext, tensor_bytes
-from methods.losia.config import LosiaConfig
+from methods.base import Adapted, MethodConfigError, TrainContext, tensor_bytes
+from methods.losia.config import SIBLINGS, LosiaConfig
 from methods.losia.importance import ImportanceTracker, relocalize
-from methods.losia.layer import Subnet, SubnetLinear
-from methods.losia.optimizer import RewarmSchedule, SubnetAdamW
+from methods.losia.layer import SharedGather, Subnet, SubnetLinear
+from methods.losia.optimizer import LosiaSchedule, SubnetAdamW
+from methods.losia.subnets import SubnetLog, as_index, check_init, read_init_file
 
 _LAYER_INDEX = re.compile(r"(?:^|\.)(\d+)\.")
 RESELECTION_FIELDS = ["step", "layer", "matrix", "strategy", "rows_kept", "cols_kept"]
@@ -29,17 +30,17 @@ def _find_targets(model: nn.Module, cfg: LosiaConfig) -> list[tuple[str, nn.Line
         if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.target_modules:
             match = _LAYER_INDEX.search(name)
             if match is None:
-                raise ValueError(f"target {name!r} is not inside a numbered decoder layer")
+                raise MethodConfigError(f"target {name!r} is not inside a numbered decoder layer")
             found.append((name, module, int(match.group(1))))
     if not found:
-        raise ValueError(f"no nn.Linear named any of {cfg.target_modules} in the model")
+        raise MethodConfigError(f"no nn.Linear named any of {cfg.target_modules} in the model")
     if cfg.output_dim_factor > 0:
         head = model.get_output_embeddings()
         if not isinstance(head, nn.Linear):
-            raise ValueError("output_dim_factor > 0 needs an nn.Linear output layer")
+            raise MethodConfigError("output_dim_factor > 0 needs an nn.Linear output layer")
         embed = model.get_input_embeddings()
         if embed is not None and embed.weight is head.weight:
-            raise ValueError(
+            raise MethodConfigError(
                 "output_dim_factor > 0 needs an lm_head not tied to the input embedding "
                 "(this model ties them); set output_dim_factor=0"
             )
@@ -55,7 +56,7 @@ def _block_shape(cfg: LosiaConfig, weight: torch.Tensor, layer: int | str, name:
     else:
         shape = (math.floor(cfg.rank_factor * d_out), math.floor(cfg.rank_factor * d_in))
     if min(shape) < 1:
-        raise ValueError(f"{name} ({d_out}x{d_in}) gets an empty subnet at this factor; raise rank_factor")
+        raise MethodConfigError(f"{name} ({d_out}x{d_in}) gets an empty subnet at this factor; raise rank_factor")
     return shape
 
 
@@ -78,13 +79,20 @@ class LosiaAdapted(Adapted):
             id(s): ImportanceTracker(cfg.importance, cfg.importance_beta1, cfg.importance_beta2) for s in subnets
         }
         self.reselections: list[list[Any]] = []
+        self.log = SubnetLog(ctx.run_dir)
+        self.logged_initial = False
+        self.profiled: tuple[int, ...] = ()
         super().__init__(model, dense, ctx, *self._optimizer(dense, ctx))  # type: ignore[arg-type]
 
-    def _optimizer(self, dense: list[nn.Parameter], ctx: TrainContext) -> tuple[SubnetAdamW, RewarmSchedule]:
+    def _optimizer(self, dense: list[nn.Parameter], ctx: TrainContext) -> tuple[SubnetAdamW, LosiaSchedule]:
         cfg = self.cfg
-        optimizer = SubnetAdamW(self.slots, dense, ctx.lr, ctx.betas, ctx.eps, ctx.weight_decay, cfg.grad_scale)
-        return optimizer, RewarmSchedule(optimizer, ctx.warmup_steps, ctx.total_steps, cfg.min_lr_ratio,
-                                         cfg.period, cfg.rewarm)
+        optimizer = SubnetAdamW(self.slots, dense, ctx.lr, ctx.betas, ctx.eps, ctx.weight_decay, cfg.grad_scale,
+                                release=cfg.release)
+        # importance reads theta before the step's update (the spec's "theta and g at that step")
+        optimizer.register_step_pre_hook(lambda *_: self._accumulate_importance())
+        schedule = LosiaSchedule(optimizer, cfg.resolved_schedule, ctx.warmup_steps, ctx.total_steps,
+                                 cfg.min_lr_ratio, cfg.period, self.n_slots * cfg.period, cfg.rewarm, cfg.release)
+        return optimizer, schedule
 
     def start_stage(self, ctx: TrainContext) -> None:
         """Continued training: the subnets (R, C) carry over to the next task; Adam moments,
@@ -113,13 +121,20 @@ class LosiaAdapted(Adapted):
         return (window % self.n_slots,)
 
     def before_step(self, step: int) -> None:
-        profiled = set(self.profiled_slots(step))
+        if not self.logged_initial:  # the subnets the first trained step starts from (after any resume)
+            self.log.write(step, [(s.name + ".weight", s.rows, s.cols) for s in self.subnets])
+            self.logged_initial = True
+        self.profiled = self.profiled_slots(step)
         for s in self.subnets:
-            s.profiling = s.slot in profiled
+            s.profiling = s.slot in self.profiled
 
     def clip_gradients(self, max_norm: float | None) -> float | None:
-        """Clip the subnet gradients and dense gradients together (not the full gradients)."""
-        if not max_norm:
+        """Clip the subnet gradients and dense gradients together (not the full gradients).
+
+        compat=release never clips: the release's clip call runs after its per-parameter hooks
+        have already stepped and cleared every gradient.
+        """
+        if not max_norm or self.cfg.release:
             return None
         grads = [g for g in (s.block_grad() for s in self.subnets) if g is not None]
         grads += [p.grad for p in self.params if p.grad is not None]
@@ -130,24 +145,26 @@ class LosiaAdapted(Adapted):
         torch._foreach_mul_(grads, coef)
         return float(total)
 
-    def after_step(self, step: int) -> None:
-        """Accumulate importance for the profiled slot(s); re-select at the end of a window.
+    def _accumulate_importance(self) -> None:
+        """Add this step's importance for the profiled slot(s), before the optimizer updates.
 
-        Runs after the update, so theta is this step's updated weight (the spec's theta*g with
-        theta one lr-sized step later, as AdaLoRA's sensitivity does); g is the unclipped full
-        gradient, which clipping never touches (it scales the block copies).
+        theta is the weight before the update and g the unclipped full gradient (clipping only
+        scales the block copies), as in the spec and the release.
         """
-        slots = self.profiled_slots(step)
-        for slot in slots:
+        for slot in self.profiled:
             for s in self.slots[slot]:
                 grad = s.full_grad()
                 if grad is not None:
                     self.trackers[id(s)].update(s.weight.detach(), grad)
-        if slots and (step + 1) % self.cfg.period == 0:
-            for slot in slots:
+
+    def after_step(self, step: int) -> None:
+        """Re-select the profiled slot(s) at the end of their window."""
+        if self.profiled and (step + 1) % self.cfg.period == 0:
+            for slot in self.profiled:
                 self._relocalize(slot, step)
 
     def _relocalize(self, slot: int, step: int) -> None:
+        chosen: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for s in self.slots[slot]:
             tracker = self.trackers[id(s)]
             score = tracker.score()
@@ -160,8 +177,9 @@ class LosiaAdapted(Adapted):
             self.optimizer.reset(s)  # type: ignore[attr-defined]
             tracker.reset()
             self.reselections.append([step, s.layer, s.matrix, strategy, round(float(kept_r), 3), round(float(kept_c), 3)])
-        if self.cfg.rewarm:
-            self.scheduler.rewarm(slot)  # type: ignore[attr-defined]
+            chosen.append((s.name + ".weight", s.rows, s.cols))
+        self.log.write(step + 1, chosen)
+        self.scheduler.rewarm(slot)  # type: ignore[attr-defined]
 
     def current_lr(self) -> float:
         """The global envelope (a re-warming slot runs below it for T steps)."""
@@ -193,6 +211,8 @@ class LosiaAdapted(Adapted):
             "slots": self.n_slots,
             "sync": cfg.sync,
             "importance": cfg.importance,
+            "compat": cfg.compat,
+            "schedule": cfg.resolved_schedule,
             "dense_rest": cfg.dense_rest,
             "targets": len(self.subnets),
             "subnet_params": sum(r * c for r, c in (s.shape for s in self.subnets)),
@@ -202,27 +222,51 @@ class LosiaAdapted(Adapted):
         }
 
 
+def _initial_subnets(cfg: LosiaConfig, targets: list[tuple[str, nn.Linear, int | str]], seed: int
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(R, C) per target: from ``init_subnets`` (checked first), else random (seeded), sorted."""
+    shapes = [_block_shape(cfg, linear.weight, layer, name) for name, linear, layer in targets]
+    if cfg.init_subnets:
+        given = read_init_file(cfg.init_subnets)
+        check_init(cfg.init_subnets, given, {name + ".weight": (tuple(linear.weight.shape), shape)
+                                             for (name, linear, _), shape in zip(targets, shapes)})
+        return [(as_index(given[name + ".weight"][0]), as_index(given[name + ".weight"][1])) for name, _, _ in targets]
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randperm(linear.out_features, generator=gen)[:n_rows].sort().values,
+             torch.randperm(linear.in_features, generator=gen)[:n_cols].sort().values)
+            for (_, linear, _), (n_rows, n_cols) in zip(targets, shapes)]
+
+
+def _share_gathers(subnets: list[Subnet]) -> None:
+    """LoSiA-Pro: siblings reading one input (q, k, v; gate, up) gather its columns in one pass."""
+    by_key = {(s.layer, s.matrix): s for s in subnets}
+    for names in SIBLINGS:
+        for layer in {s.layer for s in subnets}:
+            members = [by_key[(layer, m)] for m in names if (layer, m) in by_key]
+            if len(members) > 1:
+                SharedGather(members)
+
+
 def adapt_losia(model: nn.Module, cfg: LosiaConfig, ctx: TrainContext, efficient: bool) -> LosiaAdapted:
-    """Freeze the model, pick random (seeded) initial subnets, swap in SubnetLinear for Pro."""
+    """Freeze the model, set the initial subnets, swap in SubnetLinear for Pro."""
     targets = _find_targets(model, cfg)
     layers = sorted({layer for _, _, layer in targets if layer != "lm_head"})
     offset = 1 if cfg.output_dim_factor > 0 else 0
     slot_of = {layer: i + offset for i, layer in enumerate(layers)} | {"lm_head": 0}
 
-    gen = torch.Generator().manual_seed(ctx.seed)
+    initial = _initial_subnets(cfg, targets, ctx.seed)
     for p in model.parameters():
         p.requires_grad_(False)
     subnets: list[Subnet] = []
-    for name, linear, layer in targets:
-        n_rows, n_cols = _block_shape(cfg, linear.weight, layer, name)
-        rows = torch.randperm(linear.out_features, generator=gen)[:n_rows].sort().values
-        cols = torch.randperm(linear.in_features, generator=gen)[:n_cols].sort().values
+    for (name, linear, layer), (rows, cols) in zip(targets, initial):
         subnet = Subnet(name, slot_of[layer], layer, linear.weight, rows, cols, efficient)
         subnets.append(subnet)
         if efficient:
             _set_module(model, name, SubnetLinear(linear, subnet))
         else:
             linear.weight.requires_grad_(True)
+    if efficient:
+        _share_gathers(subnets)
     target_ids = {id(s.weight) for s in subnets}
     dense = [p for p in model.parameters() if id(p) not in target_ids] if cfg.dense_rest else []
     for p in dense:
