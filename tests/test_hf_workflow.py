@@ -24,7 +24,7 @@ def test_saved_adapter_rescored_by_bench_eval_equals_the_run(tmp_path, method, f
     assert main([*RUN, "--methods", method, "--out", str(tmp_path), "--report-to", "tensorboard"]) == 0
     run_id, after = _after(tmp_path, method)
     folder = records.run_dir(tmp_path, run_id)
-    record = records.read_json(folder / "run.json")
+    record = records.read_run(folder / "run.json")
     assert record["saved"]["format"] == fmt and record["saved"]["bytes"] > 0
     assert len(records.read_jsonl(folder / "steps.jsonl")) == 3
     assert (tmp_path / "tensorboard" / run_id).is_dir()
@@ -32,7 +32,7 @@ def test_saved_adapter_rescored_by_bench_eval_equals_the_run(tmp_path, method, f
     for args in (["--model", "tiny-llama", "--adapter", adapter], ["--model", adapter]):
         assert main(["eval", *args, "--tasks", "arc_e", "--eval-limit", "8", "--out", str(tmp_path / "eval"),
                      "--no-progress"]) == 0
-    evals = [records.read_json(p) for p in (tmp_path / "eval" / "runs").glob("*/run.json")]
+    evals = [records.read_run(p) for p in (tmp_path / "eval" / "runs").glob("*/run.json")]
     assert len(evals) == 1 and evals[0]["config"]["adapter"] == adapter  # both spellings: one evaluation
     rescored = evals[0]["evals"][0]["metrics"][0]
     assert rescored["name"] == "acc" and rescored["value"] == after
@@ -45,7 +45,7 @@ def test_save_none_keeps_nothing_and_fewshot_needs_an_lm_eval_task(tmp_path, cap
     assert main([*RUN, "--methods", "lora", "--out", str(tmp_path), "--save", "none"]) == 0
     run_id, _ = _after(tmp_path, "lora")
     assert not (records.run_dir(tmp_path, run_id) / "adapter").exists()
-    assert "saved" not in records.read_json(records.run_dir(tmp_path, run_id) / "run.json")
+    assert "saved" not in records.read_run(records.run_dir(tmp_path, run_id) / "run.json")
     assert main([*RUN, "--methods", "lora", "--out", str(tmp_path), "--num-fewshot", "5"]) == 2
     assert "apply to lm-eval:NAME tasks" in capsys.readouterr().err
 
