@@ -295,10 +295,11 @@ def _missing(refs: list[FileRef], base: Path, source: DataSource) -> list[tuple[
 
 def _not_found(missing: list[tuple[str, str]], base: Path, source: DataSource, what: str, hint: str | None) -> DataError:
     """The error for missing files: every place tried for a data-folder file, else the path."""
-    rel, sha = missing[0]
-    if base == source.root and not Path(rel).expanduser().is_absolute():
-        return source.not_found(rel, sha, what, hint)
-    return DataError(f"{what}: data not found: {data_path(base, rel)}. {sources.how_to_supply(hint)}")
+    paths = ", ".join(str(data_path(base, rel)) for rel, _ in missing)
+    tried = ""
+    if base == source.root and not Path(missing[0][0]).expanduser().is_absolute():
+        tried = "; tried " + "; ".join(source.find(*missing[0])[1])
+    return DataError(f"{what}: data not found: {paths}{tried}. {sources.how_to_supply(hint)}")
 
 
 # -- splits --------------------------------------------------------------------------------------

@@ -112,11 +112,6 @@ class DataSource:
                 tried.append(f"download: {err}")
         return None, tried
 
-    def not_found(self, rel: str, sha256: str, what: str, hub_hint: str | None = None) -> DataError:
-        """The one-line error for a file found nowhere: every place tried, and how to supply it."""
-        _, tried = self.find(rel, sha256)
-        return DataError(f"{what}: file {rel} not found; tried {'; '.join(tried)}. {how_to_supply(hub_hint)}")
-
 
 def current(data_dir: str | Path | None = None) -> DataSource:
     """The source real runs use: the folders in order, then a download into the user cache;
