@@ -51,16 +51,19 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def step_stats(times: list[float], warmup: int, excluded: set[int] = frozenset()) -> dict[str, float | int]:
-    """Median / p10 / p90 of step times after ``warmup`` steps, skipping ``excluded`` steps.
+def timed_steps(times: list[float], warmup: int, excluded: set[int] = frozenset()) -> list[float]:
+    """The step times that count: after ``warmup`` steps, without ``excluded`` (profiled) steps.
 
-    With fewer steps than the warm-up, the non-excluded steps are used and
-    ``step_time_steps`` says how many went in, so a short smoke run still reports something
-    honest rather than nothing.
+    With fewer steps than the warm-up, the non-excluded steps are used, so a short smoke run
+    still reports something honest rather than nothing.
     """
     kept = [t for i, t in enumerate(times) if i >= warmup and i not in excluded]
-    if not kept:
-        kept = [t for i, t in enumerate(times) if i not in excluded] or list(times)
+    return kept or [t for i, t in enumerate(times) if i not in excluded] or list(times)
+
+
+def step_stats(times: list[float], warmup: int, excluded: set[int] = frozenset()) -> dict[str, float | int]:
+    """Median / p10 / p90 of the timed steps (``timed_steps``); ``step_time_steps`` says how many."""
+    kept = timed_steps(times, warmup, excluded)
     if not kept:
         return {}
     return {
