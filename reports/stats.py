@@ -116,7 +116,7 @@ def _final_phase(run: Run) -> str:
     return stages[-1] if stages else ("after" if "after" in phases else "eval")
 
 
-def _evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str, dict]] | None:
+def evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str, dict]] | None:
     """(eval summary, id -> sample) of one task in one run, or None when it was not evaluated."""
     phase = phase or _final_phase(run)
     ev = next((e for e in run.record.get("evals", []) if e["task"] == task and e["phase"] == phase), None)
@@ -156,7 +156,7 @@ def paired_grid(runs_a: list[Run], runs_b: list[Run], name: str, phase: str | No
         if not partners:
             continue
         rb = partners[0]
-        got = [_evaluation(r, name, phase) for r in (ra, rb)]
+        got = [evaluation(r, name, phase) for r in (ra, rb)]
         if None in got:
             continue
         (ea, sa), (eb, sb) = got  # type: ignore[misc]
