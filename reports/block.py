@@ -11,20 +11,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from harness.machineload import busier_than_cores
-from harness.measure import timed_steps
 from reports.comparison import CostRatio, Paired, Spread, VsBaseline, difference, format_block, suite_difference
+from reports.evidence import run_step_times
 from reports.load import ReportError, Results, Run
 from reports.stats import paired_grid, pick_runs
 from reports.tables import peak_memory
-
-DEFAULT_TIMING_WARMUP = 3  # harness.config.TrainConfig.timing_warmup_steps, for records that lack train_config
-
-
-def run_step_times(run: Run) -> list[float]:
-    """The run's timed steps (warm-up and profiled steps left out, as in its recorded median)."""
-    warmup = int(run.record.get("train_config", {}).get("timing_warmup_steps", DEFAULT_TIMING_WARMUP))
-    times = [float(s["step_time_s"]) for s in run.steps if "step_time_s" in s]
-    return timed_steps(times, warmup, {i for i, s in enumerate(run.steps) if s.get("profiled")})
 
 
 def _costs(res: Results, base: list[Run], other: list[Run]) -> list[CostRatio]:

@@ -52,7 +52,7 @@ def fair_budget(records: Sequence[dict[str, Any]], tuned: str | None = None) -> 
             f"near it, so read differences as 'at this budget'; {TUNE_HINT}.")
 
 
-def chance_checks(records: Sequence[dict[str, Any]], metric: str = "acc") -> list[ChanceCheck]:
+def chance_checks(records: Sequence[dict[str, Any]], metric: str = "acc") -> dict[tuple[str, str], ChanceCheck]:
     """Base-model (before training, or bench eval) accuracy against chance, once per (model, task)."""
     seen: dict[tuple[str, str], ChanceCheck] = {}
     for rec in records:
@@ -63,12 +63,12 @@ def chance_checks(records: Sequence[dict[str, Any]], metric: str = "acc") -> lis
             m = next((x for x in ev.get("metrics", []) if x.get("name") == metric), None)
             if m is not None and m.get("n") and (model, ev["task"]) not in seen:
                 seen[(model, ev["task"])] = check(ev["task"], float(m["value"]), int(m["n"]), float(ev["chance"]))
-    return list(seen.values())
+    return seen
 
 
 def chance_lines(records: Sequence[dict[str, Any]], metric: str = "acc") -> list[str]:
     """One line per task where the base model is not above chance."""
-    return [f"{c.note()}: its before->after change starts from guessing" for c in chance_checks(records, metric)
+    return [f"{c.note()}: its before->after change starts from guessing" for c in chance_checks(records, metric).values()
             if c.verdict]
 
 

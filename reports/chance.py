@@ -53,6 +53,5 @@ def check(task: str, acc: float, n: int, chance: float) -> ChanceCheck:
         raise ValueError(f"{task}: no test items")
     from scipy.stats import binomtest
 
-    k = round(acc * n)
-    ci = binomtest(k, n, chance).proportion_ci(confidence_level=1 - ALPHA, method="exact")
-    return ChanceCheck(task, k / n, float(ci.low), float(ci.high), float(chance), int(n))
+    ci = binomtest(round(acc * n), n, chance).proportion_ci(confidence_level=1 - ALPHA, method="exact")
+    return ChanceCheck(task, float(acc), float(ci.low), float(ci.high), float(chance), int(n))

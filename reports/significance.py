@@ -35,6 +35,7 @@ MCNEMAR = "McNemar's exact test on the same items (pooled over seeds)"
 WELCH = "Welch's t-test across seeds (items differ)"
 NON_OVERLAP = "p10-p90 ranges of step times apart"
 EXACT = "exact counts"
+FOOTNOTE_START = "bold: "
 
 
 @dataclass(frozen=True)
@@ -67,16 +68,16 @@ class Exact:
 Evidence = Union[Items, Seeds, StepSpread, Exact]
 
 
-def _paired(a: Items, b: Items) -> tuple[np.ndarray, np.ndarray] | None:
-    """The two outcome grids restricted to the items and seeds both have, or None if none are shared."""
-    seeds = [s for s in a.seeds if s in b.seeds]
+def shared(a: Items, b: Items) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]] | None:
+    """Both outcome grids restricted to the items and seeds they share (and those seeds), or None."""
+    seeds = tuple(s for s in a.seeds if s in b.seeds)
     ids = sorted(set(a.ids) & set(b.ids))
     if not seeds or not ids:
         return None
     rows_a, rows_b = {k: i for i, k in enumerate(a.ids)}, {k: i for i, k in enumerate(b.ids)}
     cols_a, cols_b = [a.seeds.index(s) for s in seeds], [b.seeds.index(s) for s in seeds]
     return (a.correct[np.ix_([rows_a[k] for k in ids], cols_a)],
-            b.correct[np.ix_([rows_b[k] for k in ids], cols_b)])
+            b.correct[np.ix_([rows_b[k] for k in ids], cols_b)], seeds)
 
 
 def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
@@ -85,16 +86,20 @@ def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
         return None
     if np.std(a) == 0 and np.std(b) == 0:
         return None if np.mean(a) == np.mean(b) else 0.0
+    import warnings
+
     from scipy.stats import ttest_ind
 
-    p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # near-identical values: scipy warns, the p it returns is still usable
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(ttest_ind(a, b, equal_var=False).pvalue)
     return None if math.isnan(p) else p
 
 
 def differs(a: Evidence, b: Evidence) -> tuple[bool | None, str]:
     """(significantly different?, the test used); None when the evidence allows no test."""
     if isinstance(a, Items) and isinstance(b, Items):
-        grids = _paired(a, b)
+        grids = shared(a, b)
         if grids is not None:
             only_a = int(((grids[0] == 1) & (grids[1] == 0)).sum())
             only_b = int(((grids[0] == 0) & (grids[1] == 1)).sum())
@@ -111,16 +116,27 @@ def differs(a: Evidence, b: Evidence) -> tuple[bool | None, str]:
     return None, f"no test between {type(a).__name__} and {type(b).__name__}"
 
 
+def _strength(ev: Evidence | None) -> int:
+    if isinstance(ev, Items):
+        return 3
+    if isinstance(ev, (Exact, StepSpread)):
+        return 2
+    return 1 if isinstance(ev, Seeds) and len(ev.values) > 1 else 0
+
+
 def mark_column(values: dict[Hashable, float], evidence: dict[Hashable, Evidence], higher: bool,
                 shown: dict[Hashable, str] | None = None) -> tuple[dict[Hashable, str], set[str]]:
     """Marks for one column's candidates (``best`` / ``tie`` / ``untested``) and the tests used.
 
-    The leader is ``best`` only when it is significantly better than every other candidate
-    (the runner-up first of all); candidates it cannot be separated from share ``tie`` with it.
+    Going down the ranking, every candidate the test cannot separate from the leader shares
+    ``tie`` with it (``untested`` where no test applies) until the first that is significantly
+    worse; the leader is ``best`` only when that is the runner-up.
     ``shown`` (the printed text of each value) makes values that print the same tied without a
     test, and a column where every value prints the same gets no marks: nothing ranks.
     """
-    keys = sorted((k for k in values if not math.isnan(values[k])), key=lambda k: values[k], reverse=higher)
+    # among equal values the best-evidenced leads, so one single-run row does not make the column untested
+    keys = sorted((k for k in values if not math.isnan(values[k])),
+                  key=lambda k: ((values[k] if higher else -values[k]), _strength(evidence.get(k))), reverse=True)
     if len(keys) < 2 or (shown is not None and len({shown[k] for k in keys}) == 1):
         return {}, set()
     leader, marks, tests = keys[0], {}, set()
@@ -131,8 +147,9 @@ def mark_column(values: dict[Hashable, float], evidence: dict[Hashable, Evidence
         result, test = (differs(evidence[leader], evidence[other]) if leader in evidence and other in evidence
                         else (None, ""))
         tests.update({test} - {""})
-        if not result:
-            marks[other] = UNTESTED if result is None else TIE
+        if result:
+            break  # significantly worse than the leader: so is everything ranked below it
+        marks[other] = UNTESTED if result is None else TIE
     if not marks:
         return {leader: BEST}, tests
     return {leader: TIE if TIE in marks.values() else UNTESTED, **marks}, tests
@@ -141,6 +158,6 @@ def mark_column(values: dict[Hashable, float], evidence: dict[Hashable, Evidence
 def footnote(tests: set[str]) -> str:
     """The table note that says what bold and the tie mark mean, naming the tests and the level."""
     used = "; ".join(t for t in (MCNEMAR, WELCH, NON_OVERLAP, EXACT) if t in tests) or "no test was possible"
-    return (f"bold: the column's best, significantly better than the runner-up ({used}; two-sided, "
+    return (f"{FOOTNOTE_START}the column's best, significantly better than the runner-up ({used}; two-sided, "
             f"level {ALPHA:g}); ≈: not significantly different from the column's leader (a tie: no best "
             f"marked); ?: untested (one run a side and no per-item outcomes)")
