@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from harness import records
+from harness import machineload, records
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict
 from harness.data import TrainBatches
 from harness.environment import environment
@@ -217,6 +217,7 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
     if done:
         adapted.load_state_dict(torch.load(folder / "checkpoint.pt", map_location=device))
     results: list[TrainResult] = []
+    loads: list[dict[str, Any]] = []  # machine load per training (harness.machineload)
     probe = MemoryProbe(device)
     tc = cfg.train
     for k, stage in enumerate(stages):
@@ -226,8 +227,9 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
             batches, n_steps, ctx = _stage_context(cfg, stage, tokenizer, device, cfg.seed + k)
             adapted.start_stage(ctx)
         profile_step = max(0, min(tc.timing_warmup_steps, n_steps) - 1) if not results else -1
-        with probe.track():
+        with probe.track(), machineload.track() as load:
             result = train(adapted, batches, n_steps, device, ctx.grad_clip, tc.precision, profile_step, progress)
+        loads.append(load)
         results.append(result)
         steps.extend({**s, "stage": k + 1} if cfg.sequence else s for s in result.steps)
         phase = f"stage-{k + 1}" if cfg.sequence else "after"
@@ -252,6 +254,8 @@ def _execute(cfg: RunConfig, out: Path, folder: Path, device: torch.device, reco
         record["text_loss_after"] = text_loss(None, adapted.for_eval(), tokenizer, cfg, device)
     record["derived"] = derived_metrics(cfg, evals, record)
     record["costs"] = _costs(results, tc, probe, calibration_time_s, adapted, base_params) if results else {}
+    if loads:
+        record["load"] = machineload.combine(loads)
     record["calibration_memory"] = calib.figures
     record["method_record"] = adapted.record()
     record["train_config"] = dataclasses.asdict(tc)

@@ -77,9 +77,20 @@ def track() -> Iterator[dict[str, Any]]:
         out.update(load_record(start, sample(), cpu_count()))
 
 
+def combine(loads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several trainings of one run (the stages of a sequence) as one: first start, last end, summed times."""
+    if len(loads) == 1:
+        return loads[0]
+    cpu, wall = sum(x["cpu_time_s"] for x in loads), sum(x["wall_s"] for x in loads)
+    return {**loads[0], "end": loads[-1]["end"], "cpu_time_s": round(cpu, 3), "wall_s": round(wall, 3),
+            "cores_used": round(cpu / wall, 2) if wall > 0 else None,
+            "peak_load1": max(peak_load(x) for x in loads)}
+
+
 def peak_load(load: dict[str, Any]) -> float:
-    """The higher 1-minute load average of the start and end of training."""
-    return max(float(load.get(when, {}).get("load1", 0.0)) for when in ("start", "end"))
+    """The highest 1-minute load average seen at the start or end of any training of the run."""
+    return max([float(load.get(when, {}).get("load1", 0.0)) for when in ("start", "end")]
+               + [float(load.get("peak_load1", 0.0))])
 
 
 def busier_than_cores(load: dict[str, Any] | None) -> bool:

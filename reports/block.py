@@ -8,12 +8,15 @@ per run for memory (``reports.tables.peak_memory``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 from harness.machineload import busier_than_cores
+from reports.caveats import caveats, chance_checks
 from reports.comparison import CostRatio, Paired, Spread, VsBaseline, difference, format_block, suite_difference
 from reports.evidence import run_step_times
-from reports.load import ReportError, Results, Run
+from reports.load import ReportError, Results, Run, load_results
 from reports.stats import paired_grid, pick_runs
 from reports.tables import peak_memory
 
@@ -67,3 +70,27 @@ def comparison_block(res: Results, baseline: str | None = None, order: Sequence[
     except ReportError as err:
         return f"no comparison: {err}"
     return format_block(base, rows, metric)
+
+
+@dataclass
+class EndOfRun:
+    """What ``bench run`` / ``bench sweep`` print after their summary table, and the flags it marks."""
+
+    text: str
+    busy: set[str] = field(default_factory=set)  # run ids whose step times were measured on a busy machine
+    near_chance: set[tuple[str, str]] = field(default_factory=set)  # (model, task): base not above chance
+
+
+def end_of_run(out: Path, run_ids: set[str], order: Sequence[str] = (), baseline: str | None = None,
+               tuned: str | None = None, metric: str = "acc") -> EndOfRun:
+    """The caveats (fair budgets, chance level, load) and, with two or more methods, the comparison block."""
+    try:
+        res = load_results([out])
+    except ReportError as err:
+        return EndOfRun(f"no caveats or comparison: {err}")
+    records = [r.record for r in res.ok_runs() if r.run_id in run_ids]
+    text = caveats(records, tuned, metric)
+    if len({r.label for r in res.ok_runs() if r.run_id in run_ids}) > 1:
+        text += "\n\n" + comparison_block(res, baseline, order, metric, run_ids)
+    return EndOfRun(text, {str(r["run_id"]) for r in records if busier_than_cores(r.get("load"))},
+                    {k for k, c in chance_checks(records, metric).items() if c.verdict})

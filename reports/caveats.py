@@ -35,7 +35,7 @@ def fair_budget(records: Sequence[dict[str, Any]], tuned: str | None = None) -> 
         train = rec.get("config", {}).get("train", {})
         mine = by_method.setdefault(str(rec.get("config", {}).get("method")), {})
         for key in SHARED:
-            if key in train:
+            if key in train and not (key == "epochs" and train.get("max_steps")):  # steps win over epochs
                 mine.setdefault(key, set()).add(_text(train[key]))
     keys = [k for k in SHARED if any(k in m for m in by_method.values())]
     shared = [k for k in keys if len({v for m in by_method.values() for v in m.get(k, {"?"})}) == 1]

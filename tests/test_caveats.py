@@ -23,7 +23,7 @@ def record(method: str, lr: float = 2e-4, steps: int = 200, load: float | None =
 
 def test_fair_budget_says_what_was_shared_and_that_lr_was_not_tuned():
     text = caveats.fair_budget([record("losia"), record("lora")])
-    assert text.startswith("budget shared by all 2 methods: lr 0.0002, max_steps 200, epochs 0, batch_size 8, "
+    assert text.startswith("budget shared by all 2 methods: lr 0.0002, max_steps 200, batch_size 8, "
                            "max_length 128.")
     assert "not tuned per method" in text and "--tune lr" in text
     mixed = caveats.fair_budget([record("losia", lr=5e-5), record("lora")])

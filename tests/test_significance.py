@@ -120,3 +120,12 @@ def test_track_records_the_block():
         sum(i * i for i in range(200_000))
     assert load["cpu_count"] >= 1 and load["wall_s"] > 0 and load["cpu_time_s"] >= 0
     assert set(load["start"]) == set(machineload.LOAD_KEYS)
+
+
+def test_combine_stages():
+    a = {"cpu_count": 2, "start": {"load1": 1.0}, "end": {"load1": 5.0}, "cpu_time_s": 10.0, "wall_s": 10.0}
+    b = {"cpu_count": 2, "start": {"load1": 1.5}, "end": {"load1": 1.8}, "cpu_time_s": 20.0, "wall_s": 10.0}
+    both = machineload.combine([a, b])
+    assert both["start"]["load1"] == 1.0 and both["end"]["load1"] == 1.8 and both["cores_used"] == 1.5
+    assert machineload.busier_than_cores(both)  # stage 1 ended at load 5 on 2 CPUs
+    assert machineload.combine([a]) is a
