@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from harness import machineload
 from harness.config import TrainConfig, build_configs
 from harness.measure import SavedTensorBytes, StepClock, count_flops, percentile, total_params
 from harness.models import SMOLLM2_SHAPES, TINY_LLAMA_CONFIG, build_llama
@@ -131,10 +132,11 @@ def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> d
         c.step_fn(c.step, c.profile)
         c.step += 1
     bar = tqdm(range(cfg.rounds), desc="perf rounds", disable=not progress, dynamic_ncols=True)
-    for r in bar:
-        order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
-        for c in order:
-            c.round_times.append(c.run(cfg.steps_per_round, clock))
+    with machineload.track() as load:  # the timed rounds only
+        for r in bar:
+            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+            for c in order:
+                c.round_times.append(c.run(cfg.steps_per_round, clock))
     op_profiles: dict[str, dict[str, dict[str, float]]] = {}
     for c in tqdm(contenders if profile_steps else [], desc="profiling", disable=not progress, dynamic_ncols=True):
         op_profiles[c.name] = profile_ops(lambda c=c: c.run(profile_steps, clock), profile_steps, device)
@@ -173,7 +175,7 @@ def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> d
     from harness.environment import describe_device
 
     result = {"config": dataclasses.asdict(cfg), "device": describe_device(device), "torch": torch.__version__,
-              "methods": rows}
+              "methods": rows, "load": load}
     if op_profiles:
         result["op_profile"] = {"steps": profile_steps, "ops": op_profiles,
                                 "what": "profiler self time (ms) and calls per step, from untimed steps run "
@@ -185,6 +187,11 @@ def format_table(result: dict[str, Any]) -> str:
     cfg = result["config"]
     head = (f"bench perf: {cfg['shape']} shapes, batch {cfg['batch_size']} x {cfg['seq_len']} tokens, "
             f"{cfg['rounds']} rounds x {cfg['steps_per_round']} steps, device {result['device']['name']}")
+    if result.get("load"):  # older JSON files have none
+        busy = machineload.busier_than_cores(result["load"])
+        head += (f"\n{'BUSY MACHINE: ' if busy else ''}{machineload.load_note(result['load'])}"
+                 + ("; step times are slower than on a quiet machine (ratios, interleaved, suffer less)"
+                    if busy else ""))
     cols = ["method", "step_s", "p10-p90", "x floor", "+-", "x lora", "+-", "mean x lora", "act MiB",
             "grad MiB", "opt MiB", "trainable%"]
     mib = lambda b: f"{(b or 0) / 2**20:.1f}"  # noqa: E731

@@ -30,6 +30,16 @@ def test_perf_reports_ratios_and_memory(baseline):
     assert lora["flops_per_step"] > rows["floor"]["flops_per_step"]
 
 
+def test_perf_header_states_the_machine_load(baseline):
+    from harness.perf import format_table
+
+    assert {"start", "end", "cpu_count", "cores_used"} <= set(baseline["load"])
+    busy = {**baseline, "load": {**baseline["load"], "cpu_count": 2, "start": {"load1": 9.0}, "end": {"load1": 1.0}}}
+    quiet = {**baseline, "load": {**busy["load"], "start": {"load1": 1.0}}}
+    assert format_table(busy).splitlines()[1].startswith("BUSY MACHINE: load 9 -> 1 (1-min average")
+    assert format_table(quiet).splitlines()[1].startswith("load 1 -> 1")
+
+
 def test_unmodified_code_passes_its_own_baseline(baseline):
     again = measure(PerfConfig(**CFG), progress=False)
     findings, _ = perfcheck.compare(baseline, again)
