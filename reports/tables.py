@@ -3,8 +3,9 @@
 Every table goes through ``pivot``, so every table gets the same guarantees: a column never
 silently mixes numbers measured differently (``drop_mixed``), cells are pooled only across
 seeds of one configuration (rows group on ``label``, see ``reports.load``), several seeds show
-as mean ± sample std, and the best value per column is marked among method rows only (the base
-model and chance are references, not competitors). Rendering lives in ``reports.render``.
+as mean ± sample std, and a column's best is bold only when a test says it is better than the
+runner-up (``mark_best``, ``reports.significance``), among method rows only (the base model and
+chance are references, not competitors). Rendering lives in ``reports.render``.
 """
 from __future__ import annotations
 
