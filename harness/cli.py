@@ -7,10 +7,10 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
+if TYPE_CHECKING:
+    from harness.plan import Grid
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: printed as one line, never as a traceback."""
@@ -35,7 +35,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "(default: smollm2-135m, embedded, works offline)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated task names or suites (commonsense, math), e.g. arc_e,boolq; also "
-                        "file:PATH (an LLM-Adapters-format .json or folder) and lm-eval:NAME (an lm-eval task)")
+                        "path/to/task.yaml (your own task file), file:PATH (an LLM-Adapters-format .json or "
+                        "folder) and lm-eval:NAME (an lm-eval task)")
     p.add_argument("--eval-limit", type=int, default=None, help="test items per task (0 = all; default 50)")
     p.add_argument("--protocol", choices=["auto", "likelihood", "generate"], default="auto",
                    help="likelihood: multiple choice by log-likelihood (acc, acc_norm); generate: LLM-Adapters "
@@ -76,7 +77,8 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
 
 def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     """The executor options and the submission's shared settings from the parsed arguments."""
-    from harness.executors import ExecutorOptions, get, job_for
+    from harness.executors import get, job_for
+    from harness.executors.base import ExecutorOptions
 
     get(args.executor)  # a missing optional package is reported now, before anything runs
     options = ExecutorOptions(cpus_per_run=args.cpus_per_run, ray_address=args.ray_address,
@@ -175,7 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     perf.add_argument("--check", type=Path, default=None, metavar="BASELINE.json",
                       help="compare with a baseline; exit 1 when a method regresses beyond tolerance")
-    perf.add_argument("--update", action="store_true", help="with --check: rewrite the baseline with this measurement")
+    perf.add_argument("--update", action="store_true",
+                      help="with --check: record this machine's entry in the baseline (added or replaced)")
+    perf.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's, or the baseline's)")
+    perf.add_argument("--clock", choices=["wall", "cpu"], default=None,
+                      help="wall time (default) or this thread's CPU time (needs --threads 1; the gate's clock: "
+                           "load on a shared machine cannot stretch it)")
+    perf.add_argument("--repeat", type=int, default=0, metavar="N",
+                      help="with --check: run N checks back to back and report how many failed (false-alarm rate)")
+    perf.add_argument("--inject-slowdown", default=None, metavar="METHOD=FACTOR",
+                      help="TEST AID for the gate: stretch each timed step of METHOD to FACTOR x its time (by "
+                           "sleeping inside the timed region); with --repeat, reports the detection rate")
     perf.add_argument("--profile", type=int, default=0, metavar="STEPS",
                       help="after the timed rounds, profile STEPS more steps of each method (untimed) and "
                            "print the ops that add most time over the floor")
@@ -225,99 +237,36 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-# -- bench run -----------------------------------------------------------------------------
+# -- bench run / sweep --------------------------------------------------------------------
 
-def plan_runs(args: argparse.Namespace) -> list[Any]:
-    """Resolve the grid into RunConfigs, validating every name and override up front."""
-    from harness.config import ConfigError, RunConfig, TrainConfig, build_configs, config_to_dict, split_overrides
-    from methods import registry as methods
-    from tasks import registry as tasks
+def run_grid(args: argparse.Namespace) -> Grid:
+    """The ``bench run`` arguments as the grid ``plan.runs`` resolves (a sweep point is one too)."""
+    from harness.config import ConfigError, split_overrides
+    from harness.plan import Grid
 
-    method_names = _csv(args.methods)
-    specs = [methods.get(m) for m in method_names]
-    if bool(args.tasks) == bool(args.sequence):
-        raise ConfigError("give either --tasks or --sequence (one of them, not both)")
-    task_names = tasks.expand(args.sequence or args.tasks)
-    if args.sequence and args.per_task:
-        raise ConfigError("--per-task does not apply to --sequence (a sequence is one model per method)")
-    retention = _retention(args.retention, task_names)
-    seeds = [int(s) for s in _csv(args.seeds)] if args.seeds else [0]
-    overrides = split_overrides(args.sets)
-    prefixes = {"trainer", *method_names}
-    for key in overrides:
-        if "." in key and key.split(".", 1)[0] not in prefixes and not key.startswith("peft:"):
-            raise ConfigError(f"--set {key}: {key.split('.', 1)[0]!r} is not a method in this run "
-                              f"(methods: {', '.join(method_names)}; trainer keys take no prefix)")
-    base = TrainConfig()
-    if args.max_steps is not None:
-        base.max_steps = args.max_steps
-    if args.epochs is not None:
-        base.max_steps, base.epochs = 0, args.epochs
-    if args.eval_limit is not None:
-        base.eval_limit = args.eval_limit
-    groups = [(t,) for t in task_names] if args.per_task else [tuple(task_names)]
-    text = str(args.retention_text.resolve()) if args.retention_text else None
-    protocol = _check_tasks(task_names, retention, args.protocol, args.eval_backend)
-    for name in task_names:
-        if not tasks.load(name).train:
-            raise ConfigError(f"task {name} has no training split ({tasks.load(name).split_note}); it can only be "
-                              f"evaluated: bench eval, or --retention")
-    plans = []
-    for spec in specs:
-        method_cfg, train = build_configs(spec, overrides, args.preset, base)
-        for group in groups:
-            for seed in seeds:
-                kept = tuple(t for t in retention if t not in group)
-                plans.append(RunConfig(model=args.model, method=spec.name, method_config=config_to_dict(method_cfg),
-                                       train_tasks=group, eval_tasks=group, seed=seed, train=train,
-                                       protocol=protocol, backend=args.eval_backend, retention_tasks=kept,
-                                       retention_text=text, sequence=bool(args.sequence)))
-    if text and not Path(text).is_file():
-        raise ConfigError(f"--retention-text {text}: no such file")
-    return plans
-
-
-def _check_tasks(names: list[str], retention: tuple[str, ...], protocol: str, backend: str) -> str:
-    """Load every task (missing or corrupt data fails here, before any run starts) and resolve
-    the protocol (auto: likelihood if every task has choices, else generate); refuse a task the
-    protocol or backend cannot evaluate."""
-    from tasks import protocols
-    from tasks import registry as tasks
-
-    every = [tasks.get(n) for n in dict.fromkeys([*names, *retention])]
-    for task in every:
-        tasks.load(task)
-    resolved = protocols.resolve(every, protocol)
-    for task in every:
-        protocols.check(task, resolved, backend)
-    return resolved
-
-
-def _retention(option: str, trained: list[str]) -> tuple[str, ...]:
-    """Retention tasks: explicit list, none, or (auto) the other tasks of the trained tasks' suites."""
-    from tasks import registry as tasks
-
-    if option == "none":
-        return ()
-    if option != "auto":
-        return tuple(tasks.expand(option))
-    suites = [members for members in tasks.SUITES.values() if set(trained) & set(members)]
-    return tuple(t for members in suites for t in members if t not in trained)
+    try:
+        seeds = tuple(int(s) for s in _csv(args.seeds)) or (0,)
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    return Grid(model=args.model, methods=tuple(_csv(args.methods)), tasks=args.tasks, sequence=args.sequence,
+                seeds=seeds, per_task=args.per_task, retention=args.retention, retention_text=args.retention_text,
+                preset=args.preset, overrides=split_overrides(args.sets), max_steps=args.max_steps,
+                epochs=args.epochs, eval_limit=args.eval_limit, protocol=args.protocol, backend=args.eval_backend)
 
 
 def _budget_line(plans: list[Any]) -> str:
-    t = plans[0].train
+    t, e = plans[0].train, plans[0].eval
     steps = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
     return (f"budget: {steps} x batch {t.batch_size} (max {t.max_length} tokens/example), lr {t.lr:g}, "
-            f"eval {t.eval_limit or 'all'} items/task, model {plans[0].model}")
+            f"eval {e.eval_limit or 'all'} items/task, model {plans[0].model}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import records, sweep
+    from harness import launch, plan, records
     from harness.models import check_model, model_info
     from reports.block import end_of_run
 
-    plans = plan_runs(args)
+    plans = plan.runs(run_grid(args))
     check_model(args.model)
     out: Path = args.out
     print(_budget_line(plans))
@@ -326,7 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"model {args.model}: {note}")
     options, job = _executor_setup(args)
     # bench run reruns failed runs (a command repeated after a fix); a sweep does so only when asked
-    failed = sweep.launch(plans, args.executor, options, job, force=args.force, retry_failed=True)
+    failed = launch.launch(plans, args.executor, options, job, force=args.force, retry_failed=True)
     df = records.rebuild_table(out)
     ids = {cfg.run_id for cfg in plans}
     end = end_of_run(out, ids, [cfg.method for cfg in plans], args.baseline)
@@ -358,17 +307,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _final_phase(phases: set[str]) -> str:
-    stages = sorted((p for p in phases if p.startswith("stage-")), key=lambda p: int(p.split("-")[1]))
-    return stages[-1] if stages else "after"
-
-
 def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[str, str]] = frozenset()) -> str:
     """Method x task accuracy (before -> final) plus cost and forgetting figures, as plain text.
 
     ``busy`` run ids get ``!`` on their step time (measured on a machine busier than its cores),
     ``near_chance`` (model, task) pairs ``‡`` on the base accuracy (not above chance).
     """
+    from harness import metrics
+
     if df.empty:
         return "(no results)"
     acc = df[df.metric == "acc"]
@@ -376,11 +322,11 @@ def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[
     header = ["method", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable", "status"]
     rows = []
     for (run_id, method, seed), g in df.groupby(["run_id", "method", "seed"], sort=False):
-        final = _final_phase(set(g.phase))
+        final = metrics.final_phase(g.phase)
         value = lambda metric, task, phase: g[(g.metric == metric) & (g.task == task) & (g.phase == phase)].value  # noqa: E731
         cells = [method, str(seed)]
         for task in tasks_:
-            b, a = value("acc", task, "before"), value("acc", task, final)
+            b, a = value("acc", task, metrics.BEFORE), value("acc", task, final)
             mark = "‡" if (g.model.iloc[0], task) in near_chance else ""
             cells.append(f"{b.iloc[0]:.3f}{mark}->{a.iloc[0]:.3f}" if len(b) and len(a) else
                          f"{b.iloc[0]:.3f}{mark}->-" if len(b) else "-")
@@ -388,7 +334,7 @@ def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[
         bwt = value("bwt", "sequence", final)
         cells.append(f"{forget.iloc[0]:+.3f}" if len(forget) else "-")
         cells.append(f"{bwt.iloc[0]:+.3f}" if len(bwt) else "-")
-        c = g[g.phase == "train"].set_index("metric").value
+        c = g[g.phase == metrics.TRAIN].set_index("metric").value
         mem = c.get("peak_mem_allocated_bytes", c.get("peak_rss_bytes"))
         cells.append(f"{c['step_time_s']:.3f}{'!' if run_id in busy else ''}" if "step_time_s" in c else "-")
         cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
@@ -406,39 +352,33 @@ def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[
 
 # -- bench eval / list ---------------------------------------------------------------------
 
-EVAL_KEYS = ("eval_batch_size", "eval_limit", "num_beams", "max_new_tokens", "precision")
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from harness.config import ConfigError, TrainConfig, apply_to_dataclass, split_overrides
+    from harness import plan, records
+    from harness.config import split_overrides
     from harness.driver import eval_only
     from harness.environment import pick_device
     from harness.models import check_model
-    from tasks import registry as tasks
 
-    train = TrainConfig()
-    if args.eval_limit is not None:
-        train.eval_limit = args.eval_limit
-    for key, value in split_overrides(args.sets).items():
-        if key not in EVAL_KEYS:
-            raise ConfigError(f"bench eval --set {key}: not an evaluation key; valid: {', '.join(EVAL_KEYS)}")
-        apply_to_dataclass(train, key, value, "the evaluation")
-    if not args.tasks:
-        raise ConfigError("bench eval needs --tasks (task names or a suite such as commonsense)")
-    names = tasks.expand(args.tasks)
-    protocol = _check_tasks(names, (), args.protocol, args.eval_backend)
+    cfg = plan.eval_run(args.model, args.tasks, args.eval_limit, split_overrides(args.sets), args.protocol,
+                        args.eval_backend)
     check_model(args.model)
-    rows = eval_only(args.model, names, train, args.out, pick_device(args.device), not args.no_progress,
-                     protocol, args.eval_backend)
-    print(f"\n{'task':<12} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
-    for r in rows:
+    record = eval_only(cfg, args.out, pick_device(args.device), not args.no_progress)
+    width = max([12, *(len(r["task"]) for r in record.get("evals", []))])  # names in full: a path's tail says nothing
+    print(f"\n{'task':<{width}} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
+    for r in record.get("evals", []):
         m = {x["name"]: x for x in r["metrics"]}
         first = m.get("acc") or next(iter(m.values()))
         chance = f"{r['chance']:.3f}" if r.get("chance") is not None else "-"
         norm = f"{m['acc_norm']['value']:>9.3f}" if "acc_norm" in m else f"{'-':>9}"
-        print(f"{r['task'][-12:]:<12} {first['value']:>7.3f} {float('nan') if first['stderr'] is None else first['stderr']:>7.3f} {norm} "
+        stderr = float("nan") if first["stderr"] is None else first["stderr"]
+        print(f"{r['task']:<{width}} {first['value']:>7.3f} {stderr:>7.3f} {norm} "
               f"{first['n'] or 0:>5} {chance:>7}  {r['protocol']}/{r['backend']}/{r['prompt']}")
-    return 0
+    if record["status"] == "ok":
+        return 0
+    err = record.get("error", {})
+    print(f"bench eval: FAILED ({err.get('type')}: {err.get('message', '')[:300]}) -> "
+          f"{records.run_dir(args.out.resolve(), cfg.run_id)}")
+    return 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -455,70 +395,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from harness.config import ConfigError, split_overrides
-    from harness.environment import pick_device
-    from harness.opprofile import format_breakdown
-    from harness.perf import FLOOR, PerfConfig, format_table, measure, write_json
-    from methods import registry
+    from harness.perf.command import run
 
-    # setup: explicit options, else the baseline's own setup when checking or re-recording an
-    # existing baseline, else PerfConfig's defaults
-    fields = {"methods": "methods", "shape": "shape", "batch_size": "batch_size", "seq_len": "seq_len",
-              "rounds": "rounds", "steps_per_round": "steps_per_round", "warmup": "warmup_steps",
-              "start_step": "start_step"}
-    setup = dataclasses.asdict(PerfConfig())
-    if args.check and not args.update and not args.check.exists():
-        raise ConfigError(f"baseline {args.check} does not exist (record one with --check {args.check} --update)")
-    if args.check and args.check.exists():
-        from harness import perfcheck
-
-        setup.update(perfcheck.load(args.check)["config"])
-        setup.pop("device", None)
-    for arg, key in fields.items():
-        value = getattr(args, arg)
-        if value is not None:
-            setup[key] = _csv(value) if arg == "methods" else value
-    if args.sets is not None:
-        setup["overrides"] = split_overrides(args.sets)
-    for key in ("batch_size", "seq_len", "rounds", "steps_per_round"):
-        if setup[key] < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {setup[key]}")
-    if setup["start_step"] < 0 or setup["warmup_steps"] < 0 or args.profile < 0:
-        raise ConfigError("--start-step, --warmup and --profile must be >= 0")
-    for name in setup["methods"]:
-        registry.get(name)
-    setup["methods"] = tuple(setup["methods"])
-    setup["device"] = str(pick_device(args.device))
-    cfg = PerfConfig(**setup)
-    result = measure(cfg, progress=not args.no_progress, profile_steps=args.profile)
-    print(format_table(result))
-    if "op_profile" in result:
-        print(format_breakdown(result["op_profile"]["ops"], FLOOR))
-    if args.json:
-        write_json(result, args.json)
-        print(f"wrote {args.json}")
-    if args.check is None:
-        return 0
-    if args.update:
-        write_json(result, args.check)
-        print(f"baseline updated: {args.check}")
-        return 0
-    from harness import perfcheck
-
-    try:
-        findings, notes = perfcheck.compare(perfcheck.load(args.check), result)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    summary = perfcheck.markdown(findings, notes, args.check)
-    print()
-    print(summary)
-    perfcheck.publish(summary)
-    return 1 if any(f.regressed for f in findings) else 0
+    return run(args)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from harness.config import ConfigError
-    from methods.localized_lora_synth import main as synth_main
+    from methods.localized_lora.synth import main as synth_main
 
     ranks = [int(r) for r in _csv(args.ranks)]
     bad = [r for r in ranks if r % args.blocks or r <= 0]

@@ -1,4 +1,4 @@
-"""Run configuration: the trainer's knobs, a method's hyperparameters, presets and ``--set``.
+"""Run configuration: the trainer's knobs, the evaluation's, a method's hyperparameters, presets and ``--set``.
 
 A ``RunConfig`` is fully resolved before anything runs; its ``run_id`` is a hash of that
 resolved form, so two invocations that would do the same work share one run folder and the
@@ -11,9 +11,11 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from methods.base import MethodSpec
+import torch
+
+from methods.base import MethodSpec, TrainContext
 
 
 class ConfigError(ValueError):
@@ -22,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """The uniform driver's settings (keys for ``--set KEY=VALUE`` without a method prefix).
+    """How the uniform driver trains (keys for ``--set KEY=VALUE`` without a method prefix).
 
     The default budget is sized for a 2-core CPU on the embedded 135M model; ``--preset paper``
     switches a method to its published GPU settings.
@@ -40,10 +42,6 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0  # 0 disables clipping
     train_on_inputs: bool = False  # loss on prompt tokens too
-    eval_batch_size: int = 32
-    eval_limit: int = 200  # test items per task; 0 = all
-    num_beams: int = 1  # generation protocol: 1 = greedy (CPU default), 4 = LLM-Adapters' beam search
-    max_new_tokens: int = 0  # generation protocol: 0 = the task's budget (32 choice tasks, 256 math)
     timing_warmup_steps: int = 3  # steps excluded from step-time statistics
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
 
@@ -65,6 +63,34 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How a model is scored: the only keys ``bench eval --set`` takes, also ``--set`` keys of ``bench run``.
+
+    Apart from ``TrainConfig`` because they change what is measured, not what is trained: a
+    model-only evaluation has them and no training knobs, and reports compare runs that differ
+    only here column by column instead of calling them different methods.
+    """
+
+    eval_batch_size: int = 32
+    eval_limit: int = 200  # test items per task; 0 = all
+    num_beams: int = 1  # generation protocol: 1 = greedy (CPU default), 4 = LLM-Adapters' beam search
+    max_new_tokens: int = 0  # generation protocol: 0 = the task's budget (32 choice tasks, 256 math)
+
+
+EVAL_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig))
+
+
+def method_context(train: TrainConfig, total_steps: int, seed: int, device: torch.device | str,
+                   calibration_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
+                   ) -> TrainContext:
+    """What a method is told about the training it is prepared for: the one place trainer
+    settings become a ``TrainContext`` (methods never see ``TrainConfig``: they never import the harness)."""
+    return TrainContext(lr=train.lr, weight_decay=train.weight_decay, warmup_steps=train.resolved_warmup(total_steps),
+                        total_steps=total_steps, min_lr_ratio=train.min_lr_ratio, grad_clip=train.grad_clip or None,
+                        seed=seed, device=str(device), calibration_batches=calibration_batches)
+
+
+@dataclass
 class RunConfig:
     """One run: (model, method + hyperparameters, training tasks, seed) plus what it evaluates."""
 
@@ -75,6 +101,7 @@ class RunConfig:
     eval_tasks: tuple[str, ...]
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     protocol: str = "likelihood"  # tasks.protocols: likelihood or generate (resolved, never "auto")
     backend: str = "native"  # who evaluates: native (our scorer/generator) or lm-eval (its HFLM)
     retention_tasks: tuple[str, ...] = ()  # evaluated before and after, never trained on
@@ -87,6 +114,11 @@ class RunConfig:
     def stages(self) -> list[tuple[str, ...]]:
         return [(t,) for t in self.train_tasks] if self.sequence else [self.train_tasks]
 
+    def settings(self) -> dict[str, Any]:
+        """Trainer and evaluation settings as one flat dict: the ``train`` block records (and so
+        run ids and reports) have always carried, kept so across the ``EvalConfig`` split."""
+        return {**dataclasses.asdict(self.train), **dataclasses.asdict(self.eval)}
+
     def resolved(self) -> dict[str, Any]:
         return {
             "retention_tasks": list(self.retention_tasks),
@@ -98,7 +130,7 @@ class RunConfig:
             "train_tasks": list(self.train_tasks),
             "eval_tasks": list(self.eval_tasks),
             "seed": self.seed,
-            "train": dataclasses.asdict(self.train),
+            "train": self.settings(),
             "protocol": self.protocol,
             "backend": self.backend,
             **({"validation": self.validation} if self.validation else {}),  # absent = 0: ids unchanged
@@ -183,15 +215,16 @@ def apply_to_dataclass(obj: Any, key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{key!r} of {where}: {err} (default: {current!r})") from None
 
 
-def build_configs(
-    spec: MethodSpec, overrides: dict[str, Any], preset: str | None, base_train: TrainConfig
-) -> tuple[Any, TrainConfig]:
-    """Resolve a method's config and the trainer config: defaults < preset < ``--set``.
+def build_configs(spec: MethodSpec, overrides: dict[str, Any], preset: str | None, base_train: TrainConfig,
+                  base_eval: EvalConfig | None = None) -> tuple[Any, TrainConfig, EvalConfig]:
+    """Resolve a method's config and the trainer and evaluation configs: defaults < preset < ``--set``.
 
-    Override keys: ``lr`` (trainer), ``<method>.r`` (this method only), ``trainer.lr``. Keys
-    addressed to other methods in the same grid are ignored here (checked by the caller).
+    Override keys: ``lr`` or ``eval_limit`` (trainer or evaluation), ``<method>.r`` (this method
+    only), ``trainer.lr``. Keys addressed to other methods in the same grid are ignored here
+    (checked by the caller).
     """
     train = dataclasses.replace(base_train)
+    evaluation = dataclasses.replace(base_eval or EvalConfig())
     method_cfg = spec.default_config()
     layered: list[tuple[str, dict[str, Any]]] = []
     if preset:
@@ -200,23 +233,23 @@ def build_configs(
             raise ConfigError(f"method {spec.name!r} has no preset {preset!r} (its presets: {have})")
         layered.append((f"preset {preset!r}", spec.presets[preset]))
     layered.append(("--set", overrides))
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    holder = {**{f.name: train for f in dataclasses.fields(train)},
+              **{f.name: evaluation for f in dataclasses.fields(evaluation)}}  # trainer key -> the config it sets
     for origin, values in layered:
         for key, value in values.items():
-            if key.startswith("trainer."):
-                apply_to_dataclass(train, key[len("trainer."):], value, f"the trainer ({origin})")
-            elif key.startswith(spec.name + "."):
+            if key.startswith(spec.name + "."):
                 apply_to_dataclass(method_cfg, key[len(spec.name) + 1:], value, f"method {spec.name!r} ({origin})")
-            elif "." not in key:
-                if key not in train_keys:
+            elif key.startswith("trainer.") or "." not in key:
+                name = key.removeprefix("trainer.")
+                if name not in holder:
                     raise ConfigError(
-                        f"unknown trainer key {key!r}; valid: {', '.join(sorted(train_keys))} "
+                        f"unknown trainer key {name!r}; valid: {', '.join(sorted(holder))} "
                         f"(method keys take a prefix, e.g. {spec.name}.{(spec.config_keys() or ['r'])[0]})"
                     )
-                apply_to_dataclass(train, key, value, f"the trainer ({origin})")
+                apply_to_dataclass(holder[name], name, value, f"the trainer ({origin})")
     if hasattr(method_cfg, "__post_init__"):
         method_cfg.__post_init__()  # re-validate (peft configs check their fields here)
-    return method_cfg, train
+    return method_cfg, train, evaluation
 
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
@@ -235,10 +268,13 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
     """Inverse of ``RunConfig.resolved`` (used to hand a run to a worker process)."""
+    settings = d["train"]
     return RunConfig(
         model=d["model"], method=d["method"], method_config=d["method_config"],
         train_tasks=tuple(d["train_tasks"]), eval_tasks=tuple(d["eval_tasks"]), seed=d["seed"],
-        train=TrainConfig(**d["train"]), protocol=d.get("protocol", "likelihood"), backend=d.get("backend", "native"),
+        train=TrainConfig(**{k: v for k, v in settings.items() if k not in EVAL_KEYS}),
+        eval=EvalConfig(**{k: v for k, v in settings.items() if k in EVAL_KEYS}),
+        protocol=d.get("protocol", "likelihood"), backend=d.get("backend", "native"),
         retention_tasks=tuple(d.get("retention_tasks", ())), retention_text=d.get("retention_text"),
         sequence=d.get("sequence", False), validation=d.get("validation", 0),
     )

@@ -1,16 +1,25 @@
-"""Forgetting figures (measurement.md, "Forgetting"), as pure functions of accuracies.
+"""Forgetting figures (MEASUREMENT.md, "Forgetting"), as pure functions of accuracies.
+
+The only place they are computed: the driver records them and reports call these functions
+for runs that did not record one.
 
 ``R[i][j]`` is the accuracy on task j after stage i (stages and tasks 0-based, one stage per
 task in sequence order, so ``R[j][j]`` is task j right after training on it).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 
 def retention_forgetting(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Per task ``acc_before - acc_after`` (positive means lost)."""
     return {task: before[task] - after[task] for task in before if task in after}
+
+
+def mean_forgetting(per_task: Iterable[float]) -> float:
+    """One figure per run from per-task forgetting: the retention mean, a sequence's mean."""
+    values = list(per_task)
+    return sum(values) / len(values)
 
 
 def final_average(R: Sequence[Sequence[float]]) -> float:

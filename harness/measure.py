@@ -1,8 +1,9 @@
-"""Every measured figure is produced here, named as in ../shared/specs/measurement.md.
+"""Every measured figure is produced here, named as in ``harness.metrics`` (MEASUREMENT.md beside it).
 
 * step time: ``StepClock`` reads ``time.perf_counter`` after ``torch.cuda.synchronize`` so
-  queued GPU work is inside the step it belongs to; ``step_stats`` drops warm-up steps and any
-  step that ran a profiler, then reports median / p10 / p90.
+  queued GPU work is inside the step it belongs to; ``step_summary`` (the one place a run's
+  step times are summarised) drops warm-up steps and any step that ran a profiler, then
+  reports median / p10 / p90 and tokens/s over the same steps.
 * memory: CUDA caching-allocator peaks and NVML on GPU; on CPU a sampler thread reads the
   process RSS from /proc during training only (baseline taken right before training, and every
   run gets a fresh worker process, so earlier runs cannot pollute it).
@@ -18,7 +19,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Collection, Iterator
 
 import torch
 from torch import nn
@@ -51,19 +52,19 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def timed_steps(times: list[float], warmup: int, excluded: set[int] = frozenset()) -> list[float]:
-    """The step times that count: after ``warmup`` steps, without ``excluded`` (profiled) steps.
+def timed_steps(n: int, warmup: int, excluded: Collection[int] = frozenset()) -> list[int]:
+    """Indices of the steps a step-time figure summarises: after ``warmup``, not ``excluded``.
 
-    With fewer steps than the warm-up, the non-excluded steps are used, so a short smoke run
-    still reports something honest rather than nothing.
+    With fewer steps than the warm-up, the non-excluded steps are used (and failing those, all),
+    so a short smoke run still reports something honest rather than nothing.
     """
-    kept = [t for i, t in enumerate(times) if i >= warmup and i not in excluded]
-    return kept or [t for i, t in enumerate(times) if i not in excluded] or list(times)
+    kept = [i for i in range(n) if i >= warmup and i not in excluded]
+    return kept or [i for i in range(n) if i not in excluded] or list(range(n))
 
 
-def step_stats(times: list[float], warmup: int, excluded: set[int] = frozenset()) -> dict[str, float | int]:
-    """Median / p10 / p90 of the timed steps (``timed_steps``); ``step_time_steps`` says how many."""
-    kept = timed_steps(times, warmup, excluded)
+def step_stats(times: list[float], warmup: int, excluded: Collection[int] = frozenset()) -> dict[str, float | int]:
+    """Median / p10 / p90 of the ``timed_steps`` times; ``step_time_steps`` says how many went in."""
+    kept = [times[i] for i in timed_steps(len(times), warmup, excluded)]
     if not kept:
         return {}
     return {
@@ -72,6 +73,16 @@ def step_stats(times: list[float], warmup: int, excluded: set[int] = frozenset()
         "step_time_p90_s": percentile(kept, 90),
         "step_time_steps": len(kept),
     }
+
+
+def step_summary(steps: list[dict[str, Any]], warmup: int, excluded: Collection[int] = frozenset()
+                 ) -> dict[str, float | int]:
+    """A run's step figures from its step log: ``step_stats`` plus ``tokens_per_s`` over the same steps."""
+    out = step_stats([s["step_time_s"] for s in steps], warmup, excluded)
+    kept = [steps[i] for i in timed_steps(len(steps), warmup, excluded)]
+    seconds = sum(s["step_time_s"] for s in kept)
+    out["tokens_per_s"] = sum(s["tokens"] for s in kept) / seconds if seconds > 0 else 0.0
+    return out
 
 
 def rss_bytes() -> int:

@@ -23,6 +23,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness import metrics
+
 TIDY_COLUMNS = [
     "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
     "unit", "protocol", "backend", "prompt", "shots", "eval_limit", "data_sha256", "chance", "status",
@@ -102,7 +104,11 @@ def run_status(out: Path, run_id: str) -> str | None:
 
 
 def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the tidy table for one run.json (accuracies per task and phase, costs per run)."""
+    """Rows of the tidy table for one run.json (accuracies per task and phase, costs per run).
+
+    Units are the catalogue's (``harness.metrics``); derived and cost figures carry theirs in
+    run.json, written from the same catalogue.
+    """
     cfg = record["config"]
     base = {
         "run_id": record["run_id"],
@@ -121,7 +127,7 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({
                 **base, "task": ev["task"], "phase": ev["phase"], "metric": metric["name"],
                 "value": metric["value"], "stderr": metric.get("stderr"), "n": metric.get("n"),
-                "unit": "fraction", "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
+                "unit": metrics.unit(metric["name"]), "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
                 # how it was measured: an lm-eval:NAME task reports its own protocol and shots
                 "protocol": ev.get("protocol", base["protocol"]), "backend": ev.get("backend", base["backend"]),
                 "prompt": ev.get("prompt"), "shots": ev.get("shots"),
@@ -131,10 +137,10 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                      "stderr": d.get("stderr"), "n": d.get("n"), "unit": d.get("unit", ""), "data_sha256": None,
                      "chance": None})
     for name, (value, unit) in record.get("costs", {}).items():
-        rows.append({**base, "task": base["train_tasks"], "phase": "train", "metric": name, "value": value,
+        rows.append({**base, "task": base["train_tasks"], "phase": metrics.TRAIN, "metric": name, "value": value,
                      "stderr": None, "n": None, "unit": unit, "data_sha256": None, "chance": None})
     if record["status"] != "ok" and not rows:
-        rows.append({**base, "task": base["train_tasks"], "phase": "train", "metric": "status", "value": None,
+        rows.append({**base, "task": base["train_tasks"], "phase": metrics.TRAIN, "metric": "status", "value": None,
                      "stderr": None, "n": None, "unit": "", "data_sha256": None, "chance": None})
     return rows
 

@@ -3,7 +3,7 @@
 Timing covers exactly one optimizer step: the method's pre-step hook, forward and backward of
 every micro-batch, clipping, the optimizer and scheduler, and the method's post-step hook. One
 step (the last timing warm-up step) additionally runs the activation and FLOP profilers and is
-therefore excluded from the step-time statistics (measurement.md).
+therefore excluded from the step-time statistics (harness/MEASUREMENT.md).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from harness.measure import SavedTensorBytes, StepClock, count_flops, step_stats
+from harness.measure import SavedTensorBytes, StepClock, count_flops
 from methods.base import Adapted
 
 
@@ -68,15 +68,6 @@ class TrainResult:
     profile: dict[str, int] = field(default_factory=dict)  # activation/grad/optimizer bytes, FLOPs
     train_time_s: float = 0.0
     profiled_step: int = -1
-
-    def stats(self, warmup: int) -> dict[str, float | int]:
-        """Step-time statistics and tokens/s over the same steps (warm-up and profiled excluded)."""
-        times = [s["step_time_s"] for s in self.steps]
-        out = step_stats(times, warmup, excluded={self.profiled_step})
-        kept = [s for s in self.steps if not s["profiled"] and (s["step"] >= warmup or len(self.steps) <= warmup)]
-        seconds = sum(s["step_time_s"] for s in kept)
-        out["tokens_per_s"] = sum(s["tokens"] for s in kept) / seconds if seconds > 0 else 0.0
-        return out
 
 
 def train(adapted: Adapted, batches: Iterable[list[dict[str, torch.Tensor]]], steps: int, device: torch.device,

@@ -156,7 +156,7 @@ class Adapted:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
 
-    # -- accounting (measurement.md, "Memory") ---------------------------------------------
+    # -- accounting (harness/MEASUREMENT.md, "Memory") ---------------------------------------------
     def trainable_params(self) -> int:
         """Number of parameters the method actually updates."""
         return sum(p.numel() for p in self.params)

@@ -10,8 +10,8 @@ from typing import Any
 from torch import nn
 
 from methods.base import Adapted, MethodSpec, TrainContext, tensor_bytes
+from methods.targets import DECODER_LINEARS as ALL_LINEAR
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROJ_TYPES = ("std", "reverse_std", "right", "left", "full")
 
 

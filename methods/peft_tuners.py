@@ -12,9 +12,7 @@ from typing import Any
 from torch import nn
 
 from methods.base import Adapted, MethodSpec, TrainContext
-
-# decoder-block linears of Llama-style models; lm_head is never a target by default
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from methods.targets import DECODER_LINEARS as ALL_LINEAR  # lm_head is never a default target
 
 # LLM-Adapters / DoRA commonsense settings (r 32, alpha 64, dropout 0.05) for the LoRA family
 _LORA_DEFAULTS: dict[str, Any] = dict(r=32, lora_alpha=64, lora_dropout=0.05)

@@ -17,12 +17,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness import metrics  # noqa: E402
+from harness.metrics import MIB, TRAIN  # noqa: E402
 from reports.load import Results, allocated_ranks, reselections  # noqa: E402
 from reports.tables import (BASE_LABEL, Cell, Table, first_runs, peak_memory, rank_data,  # noqa: E402
                             sequential_matrix)
 
 MAX_PANELS = 6
-MIB = 2**20
 BREAKDOWN = [("param_bytes", "weights"), ("grad_bytes", "gradients"), ("optimizer_state_bytes", "optimizer state"),
              ("extra_state_bytes", "method state"), ("activation_bytes", "activations")]
 
@@ -146,7 +147,7 @@ def pareto(acc: Table, efficiency: list[Table], out: Path) -> list[Figure]:
 
 def memory_breakdown(res: Results, out: Path) -> list[Figure]:
     """Stacked bars of the deterministic memory parts per method; the measured peak as a marker."""
-    costs = res.df[res.df.phase == "train"]
+    costs = res.df[res.df.phase == TRAIN]
     parts = costs[costs.metric.isin([m for m, _ in BREAKDOWN])]
     if parts.empty:
         return []
@@ -155,7 +156,7 @@ def memory_breakdown(res: Results, out: Path) -> list[Figure]:
     fig, axes = _panels(len(devices), width=9.0, height=max(2.5, 0.5 * parts.label.nunique() + 1.5))
     for ax, device in zip(axes, devices):
         mine = parts[parts.device == device]
-        wide = mine.pivot_table(index=["model", "label"], columns="metric", values="value", aggfunc="mean") / MIB
+        wide = mine.pivot_table(index=["model", "label"], columns="metric", values="value", aggfunc="mean") * MIB
         names = [" / ".join(k) for k in wide.index]
         left = np.zeros(len(wide))
         for metric, label in BREAKDOWN:
@@ -163,7 +164,7 @@ def memory_breakdown(res: Results, out: Path) -> list[Figure]:
                 values = wide[metric].fillna(0).to_numpy()
                 ax.barh(names, values, left=left, label=label)
                 left += values
-        measured = peak[peak.device == device].groupby(["model", "label"]).value.mean() / MIB
+        measured = peak[peak.device == device].groupby(["model", "label"]).value.mean() * MIB
         ys = [i for i, k in enumerate(wide.index) if k in measured.index]
         ax.scatter([measured[wide.index[i]] for i in ys], ys, marker="D", c="k", zorder=3,
                    label="measured peak (allocator)" if device.startswith("cuda") else "measured peak (RSS)")
@@ -230,7 +231,7 @@ def sequential_heatmaps(res: Results, out: Path) -> list[Figure]:
     for run in res.ok_runs():
         matrix = sequential_matrix(res.df, run.run_id)
         if not matrix.empty:
-            by_label.setdefault((run.config.get("model", "?"), run.label), []).append(matrix * 100)
+            by_label.setdefault((run.config.get("model", "?"), run.label), []).append(matrix * metrics.get("acc").scale)
     if not by_label:
         return []
     items = sorted(by_label.items())[:MAX_PANELS]

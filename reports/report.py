@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.metrics import AFTER
 from harness.records import atomic_write_text
 from reports import plots, render
 from reports.commands import Command, commands
@@ -62,7 +63,7 @@ def build_tables(res: Results, opts: Options) -> list[Table]:
     tables += forgetting_tables(res, opts.allow_mixed)
     tables += ranks_tables(res)
     if opts.custom:
-        phase = opts.phase or ("after" if opts.metric in ACCURACY_METRICS else None)
+        phase = opts.phase or (AFTER if opts.metric in ACCURACY_METRICS else None)
         tables.append(custom_table(res, opts.rows or ["model", "method"], opts.cols or "task", opts.metric, phase,
                                    opts.allow_mixed))
     return tables

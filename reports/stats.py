@@ -1,7 +1,7 @@
 """Uncertainty of accuracies: across seeds, and between two methods on the same items.
 
 * Across seeds: mean, sample standard deviation and a 95% confidence interval for the mean from
-  the t-distribution with n-1 degrees of freedom (measurement.md: "several seeds").
+  the t-distribution with n-1 degrees of freedom (harness/MEASUREMENT.md, "Quality").
 * Between methods A and B on the same test items: the paired difference B - A, a paired
   bootstrap interval (items resampled with replacement; an item's correctness is first
   averaged over the seeds both methods ran, so seeds never count as extra items), and
@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from harness.metrics import final_phase
 from harness.records import read_jsonl, samples_path
 from reports.load import ReportError, Run, load_results
 
@@ -110,15 +111,9 @@ def pick_runs(runs: list[Run], who: str) -> list[Run]:
     return chosen
 
 
-def _final_phase(run: Run) -> str:
-    phases = {e["phase"] for e in run.record.get("evals", [])}
-    stages = sorted((p for p in phases if p.startswith("stage-")), key=lambda p: int(p.split("-")[1]))
-    return stages[-1] if stages else ("after" if "after" in phases else "eval")
-
-
 def evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str, dict]] | None:
     """(eval summary, id -> sample) of one task in one run, or None when it was not evaluated."""
-    phase = phase or _final_phase(run)
+    phase = phase or final_phase(e["phase"] for e in run.record.get("evals", []))
     ev = next((e for e in run.record.get("evals", []) if e["task"] == task and e["phase"] == phase), None)
     path = samples_path(run.path, phase, task)
     if ev is None or not path.is_file():

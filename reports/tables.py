@@ -16,8 +16,10 @@ from typing import Callable
 
 import pandas as pd
 
+from harness import forgetting, metrics
 from harness.machineload import busier_than_cores, load_note
-from harness.metrics import AFTER
+from harness.metrics import AFTER, BEFORE, EVAL, TRAIN, Format, fixed, human_count, stage_number
+from methods.targets import DECODER_LINEARS
 from reports.chance import check
 from reports.comparison import Paired, Spread, difference, suite_difference
 from reports.evidence import accuracy_evidence, interval, pooled, run_step_times
@@ -25,18 +27,14 @@ from reports.load import Results, ReportError, Run, allocated_ranks, split_modul
 from reports.significance import (BEST, FOOTNOTE_START, TIE, UNTESTED, Evidence, Exact, Items, Seeds, StepSpread,
                                   footnote, mark_column, shared)
 from reports.stats import pick_runs
+from tasks.registry import report_headers, report_order, suites
 
-TASKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa"]
-TASK_HEADERS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "HellaSwag",
-                "winogrande": "WinoGrande", "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
 KEY_HEADERS = {"model": "Model", "label": "Method", "task": "Task", "seed": "Seed", "device": "Device",
                "layer": "Layer", "metric": "Metric", "phase": "Phase"}
 EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "data_sha256", "eval_limit"]
 COST_COMPAT = ["metric", "unit", "device"]  # a step time from another device is another quantity
-LOWER_IS_BETTER = ("time", "bytes", "loss", "forgetting", "params", "pct", "flops")
 BASE_LABEL = "base (before training)"
 
-Format = Callable[[float], str]
 MARKS = {TIE: " ≈", UNTESTED: " ?"}  # bold (best) is the renderer's
 FLAGS = {"busy": " !", "chance": " ‡"}
 BUSY_NOTE = ("!: step times measured while the machine was busier than its cores (1-min load average above "
@@ -100,28 +98,9 @@ class Table:
         return text + MARKS.get(cell.mark, "") + FLAGS.get(cell.flag, "")
 
 
-def fixed(digits: int) -> Format:
-    """``digits`` decimals; a value that rounds to zero prints without a sign (no "-0.0")."""
-    def fmt(v: float) -> str:
-        text = f"{v:.{digits}f}"
-        return text[1:] if text.startswith("-") and float(text) == 0 else text
-    return fmt
-
-
-def human_count(v: float) -> str:
-    """Parameter counts the way papers print them (1.84M, 135M)."""
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(v) >= div:
-            return f"{v / div:.3g}{suffix}"
-    return f"{v:.0f}"
-
-
-def higher_is_better(metric: str) -> bool:
-    return not any(token in metric.lower() for token in LOWER_IS_BETTER)
-
-
-def value_format(unit: str, metric: str) -> tuple[float, Format, str]:
-    """(scale, format, unit shown) for a tidy unit; fractions are shown in percent / points."""
+def value_format(unit: str) -> tuple[float, Format, str]:
+    """(scale, format, unit shown) for any figure of a tidy unit (the custom table's display);
+    fractions are shown in percent / points."""
     if unit == "fraction":
         return 100.0, fixed(1), "%"
     if unit == "bytes":
@@ -130,13 +109,13 @@ def value_format(unit: str, metric: str) -> tuple[float, Format, str]:
         return 1.0, human_count, ""
     if unit == "tokens/s":
         return 1.0, fixed(0), "tokens/s"
-    return 1.0, lambda v: f"{v:.3g}", unit or ""
+    return 1.0, metrics.significant, unit or ""
 
 
 # -- compatibility ---------------------------------------------------------------------------
 
 def _compat_key(row: pd.Series) -> tuple[tuple[str, str], ...]:
-    fields = COST_COMPAT if row.get("phase") == "train" else EVAL_COMPAT
+    fields = COST_COMPAT if row.get("phase") == TRAIN else EVAL_COMPAT
     return tuple((f, str(row[f])) for f in fields if f in row.index)
 
 
@@ -189,14 +168,14 @@ def _cell(values: pd.Series) -> Cell:
 def pivot(data: pd.DataFrame, rows: list[str], col: str, *, name: str, title: str,
           order: list[str] | None = None, headers: dict[str, str] | None = None,
           formats: dict[str, Format] | None = None, default_format: Format = fixed(1),
-          better: dict[str, bool] | bool | None = True, avg: str | None = None,
+          better: dict[str, bool | None] | bool | None = True, avg: str | None = None,
           allow_mixed: bool = False) -> Table:
     """Rows x columns of ``data.value``: mean ± std over the runs (seeds) in each cell.
 
     ``avg`` adds a column averaging a row's columns per seed first (a seed counts only when it
     has every column), then across seeds, so its ± is the spread of the average itself.
-    ``better``: True/False (higher/lower is better for every column), a per-column dict, or
-    None for no marking.
+    ``better``: True/False (higher/lower is better for every column), a per-column dict (None:
+    that column ranks nothing), or None for no marking.
     """
     headers = dict(headers or {})
     data = data.assign(**{c: data[c].astype(str) for c in [*rows, col]})
@@ -217,8 +196,8 @@ def pivot(data: pd.DataFrame, rows: list[str], col: str, *, name: str, title: st
     fmts = {c: (formats or {}).get(c, default_format) for c in columns}
     table = Table(name, title, [KEY_HEADERS.get(r, r) for r in rows], columns, headers, fmts,
                   [Row(k, cells[k], k in reference) for k in keys], dropped=dropped)
-    if "protocol" in data and (data.phase != "train").any():
-        table.notes.append(_setting_note(data[data.phase != "train"]))
+    if "protocol" in data and (data.phase != TRAIN).any():
+        table.notes.append(_setting_note(data[data.phase != TRAIN]))
     table.notes += _pooling_notes(data, rows, col)
     if better is not None:
         mark_best(table, better)
@@ -241,7 +220,7 @@ def _pooling_notes(data: pd.DataFrame, rows: list[str], col: str) -> list[str]:
             if any(d != "seed" for d in varying) else note]
 
 
-def mark_best(table: Table, better: dict[str, bool] | bool,
+def mark_best(table: Table, better: dict[str, bool | None] | bool,
               evidence: Callable[[Row, str], Evidence | None] | None = None) -> None:
     """Bold a column's best only when significantly better than the runner-up; mark ties (``reports.significance``).
 
@@ -252,6 +231,8 @@ def mark_best(table: Table, better: dict[str, bool] | bool,
     used: set[str] = set()
     for col in table.columns:
         higher = better.get(col, True) if isinstance(better, dict) else better
+        if higher is None:  # a figure with no direction (the catalogue's higher_is_better None)
+            continue
         rows = [r for r in table.rows if not r.reference and col in r.cells and not math.isnan(r.cells[col].mean)]
         for r in rows:
             r.cells[col].best, r.cells[col].mark = False, ""
@@ -291,29 +272,29 @@ def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False
     ``vs`` (a method) adds a row per other method: its difference with a 95% CI.
     """
     df = res.df
-    after = df[(df.phase == "after") & (df.metric == metric) & trained_on(df)]
+    after = df[(df.phase == AFTER) & (df.metric == metric) & trained_on(df)]
     if after.empty:
         return []
-    base = df[df.phase.isin(["before", "eval"]) & (df.metric == metric) & df.model.isin(set(after.model))]
+    base = df[df.phase.isin([BEFORE, EVAL]) & (df.metric == metric) & df.model.isin(set(after.model))]
     base = base.drop_duplicates(["model", "task", "protocol", "data_sha256", "eval_limit", "value"])
     base = base.assign(label=BASE_LABEL, reference=True)
-    data = _sort_rows(pd.concat([base, after])).assign(value=lambda d: d.value * 100)
-    others = sorted(set(after.task) - set(TASKS))
+    scale = metrics.get(metric).scale  # fractions shown in percent
+    data = _sort_rows(pd.concat([base, after])).assign(value=lambda d: d.value * scale)
+    commonsense = set(suites()["commonsense"])
     tables = []
-    for name, title, tasks in (("commonsense", "Commonsense reasoning", [t for t in TASKS if t in set(after.task)]),
-                               ("accuracy", "Other tasks", others)):
+    for name, title, tasks in (("commonsense", "Commonsense reasoning", report_order(set(after.task) & commonsense)),
+                               ("accuracy", "Other tasks", report_order(set(after.task) - commonsense))):
         if not tasks:
             continue
         part = data[data.task.isin(tasks)]
-        table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=TASK_HEADERS,
-                      title=f"{title}: {metric} after training (%)", avg="Avg", allow_mixed=allow_mixed,
-                      better=None)
+        table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=report_headers(),
+                      title=f"{title}: {metric} after training (%)", avg="Avg", better=None, allow_mixed=allow_mixed)
         grids = accuracy_evidence(res, tasks, AFTER, metric)
-        _item_evidence(table, grids)
-        _chance_marks(table, part)
+        _item_evidence(table, grids, scale, bool(metrics.get(metric).higher_is_better))
+        _chance_marks(table, part, scale)
         if vs:
-            table.rows += _vs_rows(table, grids, pick_runs(res.ok_runs(), vs)[0].label)
-        chance = part.dropna(subset=["chance"]).groupby("task").chance.first() * 100
+            table.rows += _vs_rows(table, grids, pick_runs(res.ok_runs(), vs)[0].label, scale)
+        chance = part.dropna(subset=["chance"]).groupby("task").chance.first() * scale
         cells = {t: Cell(float(chance[t]), None, 1) for t in table.columns if t in chance}
         if all(t in cells for t in table.columns[:-1]):
             cells["Avg"] = Cell(float(chance[table.columns[:-1]].mean()), None, 1)
@@ -330,7 +311,8 @@ def _task_grids(grids: dict[str, Items], col: str, tasks: list[str]) -> list[Ite
     return [grids[t] for t in tasks] if all(t in grids for t in tasks) else []
 
 
-def _item_evidence(table: Table, grids: dict[tuple[str, str], dict[str, Items]]) -> None:
+def _item_evidence(table: Table, grids: dict[tuple[str, str], dict[str, Items]], scale: float,
+                   higher: bool) -> None:
     """Significance marks from per-item outcomes, and each cell's 95% CI over items for error bars."""
     tasks = [c for c in table.columns if c != "Avg"]
 
@@ -338,27 +320,27 @@ def _item_evidence(table: Table, grids: dict[tuple[str, str], dict[str, Items]])
         parts = _task_grids(grids.get(row.keys, {}), col, tasks)  # type: ignore[arg-type]
         return pooled(dict(zip(tasks, parts))) if len(parts) > 1 else (parts[0] if parts else None)
 
-    mark_best(table, True, evidence)
+    mark_best(table, higher, evidence)
     for row in table.rows:
         for col, cell in row.cells.items():
             parts = _task_grids(grids.get(row.keys, {}), col, tasks)  # type: ignore[arg-type]
             if parts:
                 _, low, high = interval(parts)
-                cell.interval = (100 * low, 100 * high)
+                cell.interval = (scale * low, scale * high)
 
 
-def _chance_marks(table: Table, data: pd.DataFrame) -> None:
+def _chance_marks(table: Table, data: pd.DataFrame, scale: float) -> None:
     """Flag base-model cells not above chance (exact 95% CI, ``reports.chance``), and say so in a note."""
     base = data[data.label == BASE_LABEL].dropna(subset=["chance", "n"])
     for r in base.itertuples():
-        found = check(str(r.task), r.value / 100, int(r.n), float(r.chance))
+        found = check(str(r.task), r.value / scale, int(r.n), float(r.chance))
         cell = next((row.cells.get(found.task) for row in table.rows if row.keys == (r.model, BASE_LABEL)), None)
         if found.verdict and cell is not None:
-            cell.flag, cell.interval = "chance", (100 * found.low, 100 * found.high)
+            cell.flag, cell.interval = "chance", (scale * found.low, scale * found.high)
             table.notes.append(f"‡ {r.model}: {found.note()}; gains on this task start from guessing")
 
 
-def _vs_rows(table: Table, grids: dict[tuple[str, str], dict[str, Items]], vs: str) -> list[Row]:
+def _vs_rows(table: Table, grids: dict[tuple[str, str], dict[str, Items]], vs: str, scale: float) -> list[Row]:
     """Per other method, its paired difference from ``vs`` per task and on the average, with 95% CIs."""
     tasks = [c for c in table.columns if c != "Avg"]
     rows = []
@@ -369,7 +351,7 @@ def _vs_rows(table: Table, grids: dict[tuple[str, str], dict[str, Items]], vs: s
         found = {t: difference(p) for t, p in paired.items()}
         if len(paired) == len(tasks) > 1:
             found["Avg"] = suite_difference(list(paired.values()))
-        cells = {c: Cell(100 * d.diff, None, d.items, interval=(100 * d.low, 100 * d.high), show_interval=True)
+        cells = {c: Cell(scale * d.diff, None, d.items, interval=(scale * d.low, scale * d.high), show_interval=True)
                  for c, d in found.items()}
         if cells:
             rows.append(Row((row.keys[0], f"{row.keys[1]} − {vs}"), cells, reference=True))
@@ -379,48 +361,43 @@ def _vs_rows(table: Table, grids: dict[tuple[str, str], dict[str, Items]], vs: s
     return rows
 
 
-EFFICIENCY = [  # (metric, header, format, scale)
-    ("trainable_params", "Trainable", human_count, 1.0),
-    ("trainable_pct", "Trainable %", fixed(3), 1.0),
-    ("peak_mem_bytes", "Peak mem (GiB)", fixed(2), 1 / 2**30),
-    ("step_time_s", "Step (s)", fixed(3), 1.0),
-    ("tokens_per_s", "Tokens/s", fixed(0), 1.0),
-    ("train_time_s", "Train (s)", fixed(1), 1.0),
-    ("calibration_time_s", "Calib. (s)", fixed(2), 1.0),
-    ("activation_bytes", "Activations (MiB)", fixed(1), 1 / 2**20),
-]
+EFFICIENCY = ["trainable_params", "trainable_pct", "peak_mem_bytes", "step_time_s", "tokens_per_s", "train_time_s",
+              "calibration_time_s", "activation_bytes"]  # the columns, in order; the catalogue says the rest
 
 
 def peak_memory(costs: pd.DataFrame) -> pd.DataFrame:
-    """Per run, the allocator peak on GPU, else the process RSS peak (measurement.md, Memory)."""
-    alloc = costs[costs.metric == "peak_mem_allocated_bytes"]
-    rss = costs[(costs.metric == "peak_rss_bytes") & ~costs.run_id.isin(set(alloc.run_id))]
-    return pd.concat([alloc, rss]).assign(metric="peak_mem_bytes", unit="bytes")
+    """Per run, its ``peak_mem_bytes`` rows: the first of ``metrics.PEAK_MEMORY`` it measured."""
+    parts, seen = [], set()
+    for name in metrics.PEAK_MEMORY:
+        part = costs[(costs.metric == name) & ~costs.run_id.isin(seen)]
+        parts.append(part)
+        seen |= set(part.run_id)
+    return pd.concat(parts).assign(metric="peak_mem_bytes", unit=metrics.unit("peak_mem_bytes"))
 
 
 def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     """Cost figures per (model, method), one table per device: costs only compare on one device."""
-    costs = res.df[res.df.phase == "train"]
+    costs = res.df[res.df.phase == TRAIN]
     costs = pd.concat([costs, peak_memory(costs)])
-    scale = {m: s for m, _, _, s in EFFICIENCY}
-    costs = costs[costs.metric.isin(set(scale))]
-    costs = costs.assign(value=costs.value.astype(float) * costs.metric.map(scale))
+    figures = {m: metrics.get(m) for m in EFFICIENCY}
+    costs = costs[costs.metric.isin(set(figures))]
+    costs = costs.assign(value=costs.value.astype(float) * costs.metric.map({m: f.scale for m, f in figures.items()}))
     devices = sorted(set(costs.device))
     tables = []
     for device in devices:
         part = _sort_rows(costs[costs.device == device])
         gpu = device.startswith("cuda")
-        headers = {m: h for m, h, _, _ in EFFICIENCY}
-        headers["peak_mem_bytes"] = "Peak alloc (GiB)" if gpu else "Peak RSS (GiB)"
+        headers = {m: f.header for m, f in figures.items()}
+        headers["peak_mem_bytes"] = metrics.get(metrics.PEAK_MEMORY[0] if gpu else "peak_rss_bytes").header
         name = "efficiency" if len(devices) == 1 else f"efficiency-{_slug(device)}"
         table = pivot(part, ["model", "label"], "metric", name=name, title=f"Efficiency on {device}",
-                      order=[m for m, _, _, _ in EFFICIENCY], headers=headers,
-                      formats={m: f for m, _, f, _ in EFFICIENCY},
+                      order=EFFICIENCY, headers=headers, formats={m: f.format for m, f in figures.items()},
                       better=None, allow_mixed=allow_mixed)
         table.notes.insert(0, "step time: median over timed steps; peak memory: "
                            + ("CUDA allocator peak during training" if gpu else "process RSS peak during training")
                            + "; activations: bytes saved for backward in one profiled step")
-        _cost_evidence(table, [r for r in res.ok_runs() if r.device == device], {m: higher_is_better(m) for m in scale})
+        _cost_evidence(table, [r for r in res.ok_runs() if r.device == device],
+                       {m: f.higher_is_better for m, f in figures.items()})
         tables.append(table)
     return tables
 
@@ -429,7 +406,7 @@ EXACT_COSTS = ("trainable_params", "trainable_pct", "activation_bytes")  # deter
 LOAD_SENSITIVE = ("step_time_s", "tokens_per_s", "train_time_s", "calibration_time_s")
 
 
-def _cost_evidence(table: Table, runs: list[Run], better: dict[str, bool]) -> None:
+def _cost_evidence(table: Table, runs: list[Run], better: dict[str, bool | None]) -> None:
     """Marks from step-time spreads (p10-p90 of every timed step) and exact counts; busy-machine flags."""
     by_row: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
@@ -460,19 +437,27 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
 
 
+SEQUENTIAL = ["final_avg_acc", "bwt", "forgetting_mean"]
+
+
 # -- forgetting ------------------------------------------------------------------------------
 
 def retention_data(df: pd.DataFrame) -> pd.DataFrame:
     """Forgetting (before − after accuracy) on tasks a run did not train on, one row per run/task.
 
-    Recorded ``forgetting`` metrics win; otherwise computed from ``acc`` before and after.
+    Recorded ``forgetting`` metrics win; otherwise ``harness.forgetting`` computes it from
+    ``acc`` before and after.
     """
-    recorded = df[(df.metric == "forgetting") & ~df.phase.astype(str).str.startswith("stage-")]
+    recorded = df[(df.metric == "forgetting") & df.phase.map(stage_number).isna()]
     acc = df[df.metric == "acc"]
-    after = acc[(acc.phase == "after") & ~trained_on(acc)]
-    before = acc[acc.phase == "before"][["run_id", "task", "value"]]
+    after = acc[(acc.phase == AFTER) & ~trained_on(acc)]
+    before = acc[acc.phase == BEFORE][["run_id", "task", "value"]]
     merged = after.merge(before, on=["run_id", "task"], suffixes=("", "_before"))
-    computed = merged.assign(value=merged.value_before - merged.value, metric="forgetting")
+    lost: dict[tuple[str, str], float] = {}
+    for run_id, g in merged.groupby("run_id", sort=False):
+        per_task = forgetting.retention_forgetting(dict(zip(g.task, g.value_before)), dict(zip(g.task, g.value)))
+        lost.update({(run_id, task): v for task, v in per_task.items()})
+    computed = merged.assign(value=[lost[k] for k in zip(merged.run_id, merged.task)], metric="forgetting")
     computed = computed[~computed.set_index(["run_id", "task"]).index.isin(
         recorded.set_index(["run_id", "task"]).index)][df.columns]
     return pd.concat([recorded, computed]).assign(phase="retention")
@@ -483,9 +468,10 @@ def forgetting_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     tables = []
     retention = retention_data(res.df)
     if not retention.empty:
-        data = _sort_rows(retention.assign(value=retention.value * 100))
-        table = pivot(data, ["model", "label"], "task", name="forgetting", headers=TASK_HEADERS,
-                      order=TASKS + sorted(set(data.task) - set(TASKS)), avg="Mean", better=False,
+        data = _sort_rows(retention.assign(value=retention.value * metrics.get("forgetting").scale))
+        table = pivot(data, ["model", "label"], "task", name="forgetting", headers=report_headers(),
+                      order=report_order(set(data.task)), avg="Mean",
+                      better=metrics.get("forgetting").higher_is_better,
                       title="Forgetting on retention tasks (accuracy before − after, points; positive = lost)",
                       allow_mixed=allow_mixed)
         tables.append(table)
@@ -493,22 +479,16 @@ def forgetting_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     if not matrices.empty:
         tables.append(pivot(matrices, ["model", "label", "phase"], "task", name="sequential_matrix",
                             title="Sequential accuracy matrix (acc after each stage, points; rows = stages in "
-                                  "training order)", headers={**TASK_HEADERS, "phase": "After"}, better=None,
+                                  "training order)", headers={**report_headers(), "phase": "After"}, better=None,
                             allow_mixed=allow_mixed))
     seq = sequential_data(res.df)
     if not seq.empty:
+        figures = [metrics.get(m) for m in SEQUENTIAL]
         tables.append(pivot(_sort_rows(seq), ["model", "label"], "metric", name="sequential",
-                            title="Sequential training (points)", order=["final_acc", "bwt", "forgetting_mean"],
-                            headers={"final_acc": "Final avg acc", "bwt": "BWT", "forgetting_mean": "Mean forgetting"},
-                            better={"final_acc": True, "bwt": True, "forgetting_mean": False},
-                            allow_mixed=allow_mixed))
+                            title="Sequential training (points)", order=SEQUENTIAL,
+                            headers={f.name: f.header for f in figures}, formats={f.name: f.format for f in figures},
+                            better={f.name: f.higher_is_better for f in figures}, allow_mixed=allow_mixed))
     return tables
-
-
-def stage_number(phase: str) -> int | None:
-    """``stage-3`` -> 3; None for any other phase."""
-    head, _, num = str(phase).partition("-")
-    return int(num) if head == "stage" and num.isdigit() else None
 
 
 def sequential_matrix(df: pd.DataFrame, run_id: str) -> pd.DataFrame:
@@ -534,14 +514,16 @@ def sequential_matrices(df: pd.DataFrame) -> pd.DataFrame:
         g = g.assign(_stage=g.phase.map(stage_number), _task=g.task.map(lambda t: order.get(t, len(order))))
         parts.append(g.sort_values(["_stage", "_task"], kind="stable").drop(columns=["_stage", "_task"]))
     out = pd.concat(parts)
-    return out.assign(value=out.value * 100)
+    return out.assign(value=out.value * metrics.get("acc").scale)
 
 
 def sequential_data(df: pd.DataFrame) -> pd.DataFrame:
-    """Per sequential run: final average accuracy, BWT (recorded, else computed) and mean forgetting.
+    """Per sequential run: final average accuracy, BWT (recorded, else computed) and mean forgetting,
+    all by ``harness.forgetting`` on the run's accuracy matrix, in points.
 
-    BWT = mean_{j<n} (R[n][j] − R[j][j]) needs stage j to be the one trained on task j, assumed
-    when the run has one stage per training task (stages in numeric order = training order).
+    BWT and forgetting need stage j to be the one trained on task j, assumed when the run has
+    one stage per training task (stages in numeric order = training order). The final average
+    is over every task of the matrix's last row, retention tasks included.
     """
     rows = []
     staged = df[df.phase.map(stage_number).notna()]
@@ -551,24 +533,21 @@ def sequential_data(df: pd.DataFrame) -> pd.DataFrame:
             continue
         base = {**g.iloc[0].to_dict(), "task": g.iloc[0].train_tasks,
                 "data_sha256": "+".join(sorted(set(g.data_sha256.dropna().astype(str))))}
-        values = {"final_acc": float(matrix.iloc[-1].mean())}
+        values = {"final_avg_acc": forgetting.final_average([matrix.iloc[-1].dropna().tolist()])}
         trained = str(base["train_tasks"]).split("+")
         if len(matrix) == len(trained) == len(matrix.columns) and list(matrix.columns) == trained and len(trained) > 1:
-            last, n = matrix.iloc[-1], len(trained)
-            values["bwt"] = float(sum(last.iloc[j] - matrix.iloc[j, j] for j in range(n - 1)) / (n - 1))
-            values["forgetting_mean"] = float(sum(matrix.iloc[:-1, j].max() - last.iloc[j]
-                                                  for j in range(n - 1)) / (n - 1))
+            R = matrix.to_numpy().tolist()
+            values["bwt"] = forgetting.backward_transfer(R)
+            values["forgetting_mean"] = forgetting.mean_forgetting(forgetting.sequential_forgetting(R))
         recorded = df[(df.run_id == run_id) & (df.metric.str.lower() == "bwt")]
         if not recorded.empty:
             values["bwt"] = float(recorded.value.iloc[-1])
-        rows += [{**base, "metric": m, "phase": "sequential", "value": v * 100} for m, v in values.items()]
+        rows += [{**base, "metric": m, "phase": "sequential", "value": v * metrics.get(m).scale}
+                 for m, v in values.items()]
     return pd.DataFrame(rows, columns=df.columns)
 
 
 # -- allocated ranks -------------------------------------------------------------------------
-
-MATRIX_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 def first_runs(res: Results, has: Callable[[Run], bool]) -> list[Run]:
     """The lowest-seed finished run of each (model, method label) for which ``has`` holds.
@@ -598,7 +577,7 @@ def ranks_tables(res: Results) -> list[Table]:
     tables = []
     for run in first_runs(res, lambda r: bool(allocated_ranks(r.record))):
         data = rank_data(run)
-        matrices = [m for m in MATRIX_ORDER if m in set(data.matrix)] + sorted(set(data.matrix) - set(MATRIX_ORDER))
+        matrices = [m for m in DECODER_LINEARS if m in set(data.matrix)] + sorted(set(data.matrix) - set(DECODER_LINEARS))
         table = pivot(data, ["layer"], "matrix", name=f"ranks-{_slug(run.config.get('model', ''))}-{_slug(run.label)}",
                       title=f"Allocated ranks: {run.config.get('model')} / {run.label} (seed {run.config.get('seed')})",
                       order=matrices, default_format=fixed(0), better=None)
@@ -628,11 +607,11 @@ def custom_table(res: Results, rows: list[str], col: str, metric: str, phase: st
     if unknown:
         valid = [c for c in df.columns if c not in ("label", "value", "stderr", "n", "reference", "source")]
         raise ReportError(f"unknown grouping {', '.join(unknown)}; use any of method, {', '.join(valid)}")
-    scale, fmt, unit = value_format(str(data.unit.iloc[0]), metric)
+    scale, fmt, unit = value_format(str(data.unit.iloc[0]))
     data = data.assign(value=data.value.astype(float) * scale)
-    headers = TASK_HEADERS if col == "task" else {}
+    headers = report_headers() if col == "task" else {}
     return pivot(data.sort_values([*rows, col], kind="stable"), rows, col, name="custom", headers=headers,
                  title=f"{metric}{f' ({unit})' if unit else ''}, phase {phase or 'any'}: {title}",
-                 order=TASKS + sorted(set(data[col].astype(str)) - set(TASKS)) if col == "task" else None,
-                 default_format=fmt, better=higher_is_better(metric),
+                 order=report_order(set(data[col].astype(str))) if col == "task" else None,
+                 default_format=fmt, better=metrics.get(metric).higher_is_better,
                  avg="Avg" if col == "task" and unit == "%" else None, allow_mixed=allow_mixed)

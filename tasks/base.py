@@ -25,6 +25,13 @@ from typing import Callable, Literal
 Split = Literal["train", "test"]
 
 
+class UnknownTask(KeyError):
+    """A task or suite name nobody defines; the message lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want a clean line
+        return str(self.args[0])
+
+
 @dataclass(frozen=True)
 class Example:
     """One item. ``gold`` is a choice index for multiple choice, a number string for math."""
@@ -37,6 +44,7 @@ class Example:
     output: str = ""  # the LLM-Adapters reference response, for generation-style training
     answer: str = ""  # the LLM-Adapters answer label, e.g. "answer2", "true", "18"
     input: str = ""  # the LLM-Adapters optional input (selects their with-input template)
+    labels: tuple[str, ...] = ()  # the answer labels this item lists (its options), for extraction
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,14 @@ class Task:
     # formats one example into per-choice (context, continuation) requests
     format_requests: Callable[[Example], list[tuple[str, str]]] | None = None
     protocols: tuple[str, ...] = ("likelihood", "generate")  # what the task's examples support
-    max_new_tokens: int = 32  # generation budget of the generation protocol (evaluation.md)
+    max_new_tokens: int = 32  # generation budget of the generation protocol (tasks/EVALUATION.md)
+    metrics: tuple[str, ...] = ("acc", "acc_norm")  # what the likelihood protocol reports
+    text_id: str = ""  # names a transform of the data's text (e.g. lm-eval's HellaSwag preprocessing)
     extra: dict = field(default_factory=dict)
+
+    def extraction_vocabulary(self, ex: Example) -> tuple[str, ...]:
+        """The labels an answer is extracted from: the task's fixed list, else the item's options."""
+        return self.vocabulary or ex.labels
 
     def requests(self, ex: Example) -> list[tuple[str, str]]:
         if self.format_requests is not None:
@@ -85,7 +99,7 @@ class Task:
         """Accuracy of uniform guessing (reported beside accuracies); None if not defined.
 
         Set by ``registry.load``: the mean over test items of 1/(number of choices), or of
-        1/(vocabulary size) for tasks whose examples carry no parsed choices."""
+        1/(number of listed answer labels) for items that carry no parsed choices."""
         if self.answer_type != "choice":
             return None
         return self.extra.get("chance")

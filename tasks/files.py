@@ -8,8 +8,13 @@ How answers are read is inferred from the records, or given in a sidecar next to
 (``<name>.task.yaml`` / ``.json`` beside a file, or ``task.yaml`` / ``task.json`` in its folder)
 with keys ``answer_type`` (``choice`` or ``number``), ``vocabulary`` (the answer labels),
 ``max_new_tokens`` and ``description``. Inference: every answer a number -> ``number``; the
-instructions' "Answer format: a/b/c" lines, or labels sharing a prefix (answer1..answerN,
-option1..), or true/false -> ``choice`` with that vocabulary. When every instruction lists its
+options the instructions list ("Answer format: a/b/c", or AQuA's "Answer Choices: (A) ..
+(E) ..."), else labels sharing a prefix (answer1..answerN, option1..), or true/false ->
+``choice`` with that vocabulary: labels come from the listed options, never from the gold
+answers alone (a letter that is never the answer is still a possible answer). The generation
+budget follows LLM-Adapters: 32 new tokens when every reference output is the commonsense
+one-liner "the correct answer is X", else 256 (their math ``evaluate.py``, which evaluates
+AQuA's worked solutions too). When every instruction lists its
 options LLM-Adapters-style ("Answer1: ... Answer2: ..."), the likelihood protocol is offered
 too (the question asked is the instruction without LLM-Adapters' opening sentence and options);
 otherwise the task is generation-only. Every file read is recorded with its SHA-256.
@@ -21,17 +26,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks import llm_adapters, sources
+from tasks import configured, sources, taskfile
 from tasks.base import Example, Task, TaskData
-from tasks.commonsense import SPECS, parse_instruction
-from tasks.hub import HELLASWAG_HEADER
-from tasks.llm_adapters import parse_number
+from tasks.llm_adapters import listed_labels, parse_instruction, parse_number
 from tasks.sources import DataError
 
 SIDECAR_KEYS = {"answer_type", "vocabulary", "max_new_tokens", "description"}
-# LLM-Adapters' instruction openings: stripped from the question the likelihood protocol asks
-KNOWN_HEADERS = tuple(dict.fromkeys([spec.header for spec in SPECS.values()] + [HELLASWAG_HEADER]))
 MAX_INFERRED_LABELS = 10
+ONE_LINER = re.compile(r"the correct answer is \S+")  # LLM-Adapters' commonsense reference outputs
+
+
+def known_headers() -> tuple[str, ...]:
+    """LLM-Adapters' instruction openings (from the built-in task files): stripped from the question
+    the likelihood protocol asks."""
+    return tuple(dict.fromkeys(s.data_header for s in taskfile.builtin()[0].values() if s.data_header))
 _LABEL = re.compile(r"([A-Za-z_]+?)(\d+)")
 
 
@@ -48,21 +56,6 @@ def _locate(spec: str, path: Path) -> tuple[Path, Path | None, Path | None]:
     candidates = [path.with_name(f"{path.stem}.task.{ext}") for ext in ("yaml", "yml", "json")]
     candidates += [path.parent / n for n in ("task.yaml", "task.yml", "task.json")]
     return path, None, next((c for c in candidates if c.is_file()), None)
-
-
-def _read_records(path: Path) -> list[dict[str, str]]:
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(records, list) or not records:
-        raise DataError(f"{path}: expected a non-empty JSON list of records")
-    for i, rec in enumerate(records):
-        try:
-            llm_adapters.check_record(rec)
-        except ValueError as err:
-            raise DataError(f"{path}: record {i}: {err}") from None
-    return records
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
@@ -87,17 +80,12 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return config
 
 
-def _answer_format(instruction: str) -> list[str]:
-    _, sep, fmt = instruction.rpartition("Answer format: ")
-    return fmt.strip().split("/") if sep else []
-
-
 def infer(records: list[dict[str, str]], where: str) -> tuple[str, tuple[str, ...]]:
     """(answer_type, vocabulary) read off the records; DataError when they do not tell."""
     answers = [r["answer"].strip() for r in records]
     if all(parse_number(a.replace(",", "")) is not None for a in answers):
         return "number", ()
-    listed = list(dict.fromkeys(label for r in records for label in _answer_format(r["instruction"])))
+    listed = list(dict.fromkeys(label for r in records for label in listed_labels(r["instruction"])))
     if listed and set(answers) <= set(listed):
         return "choice", tuple(listed)
     numbered = [_LABEL.fullmatch(a) for a in answers]
@@ -116,7 +104,8 @@ def infer(records: list[dict[str, str]], where: str) -> tuple[str, tuple[str, ..
 def to_example(rec: dict[str, str], ex_id: str, answer_type: str, vocabulary: tuple[str, ...]) -> Example:
     """One record -> Example; choices are parsed when the instruction lists them (likelihood)."""
     answer = rec["answer"].strip()
-    common = dict(instruction=rec["instruction"], output=rec["output"], answer=answer, input=rec.get("input", ""))
+    common = dict(instruction=rec["instruction"], output=rec["output"], answer=answer, input=rec.get("input", ""),
+                  labels=tuple(listed_labels(rec["instruction"])))
     if answer_type == "number":
         gold = answer.replace(",", "")
         if parse_number(gold) is None:
@@ -124,7 +113,7 @@ def to_example(rec: dict[str, str], ex_id: str, answer_type: str, vocabulary: tu
         return Example(ex_id, rec["instruction"], (), gold, **common)
     if answer not in vocabulary:
         raise ValueError(f"answer {answer!r} is not among the choices {list(vocabulary)}")
-    header = next((h for h in KNOWN_HEADERS if rec["instruction"].startswith(h)), "")
+    header = next((h for h in known_headers() if rec["instruction"].startswith(h)), "")
     try:
         question, options, labels = parse_instruction(rec["instruction"], header)
         options = options or tuple(labels)  # true/false: the labels are the choices
@@ -146,14 +135,20 @@ def _examples(path: Path, records: list[dict[str, str]], split: str, answer_type
     return out
 
 
+def budget(records: list[dict[str, str]]) -> int:
+    """LLM-Adapters' generation budget for these records: one-line answers 32, worked solutions 256."""
+    one_liners = all(ONE_LINER.fullmatch(r["output"].strip()) for r in records)
+    return taskfile.CHOICE_BUDGET if one_liners else taskfile.NUMBER_BUDGET
+
+
 def make_task(spec: str) -> Task:
     """Read, check and describe the file now: a file task is fully defined by its data."""
     resolved = Path(spec).expanduser().resolve()
     test_path, train_path, sidecar = _locate(spec, resolved)
     config = _read_sidecar(sidecar) if sidecar else {}
-    records = {"test": _read_records(test_path)}
+    records = {"test": configured.read_llm_adapters(test_path)}
     if train_path:
-        records["train"] = _read_records(train_path)
+        records["train"] = configured.read_llm_adapters(train_path)
     where = str(test_path)
     if "answer_type" in config or "vocabulary" in config:
         answer_type = config.get("answer_type", "choice")
@@ -183,6 +178,6 @@ def make_task(spec: str) -> Task:
         vocabulary=vocabulary,
         answer_type=answer_type,  # type: ignore[arg-type]
         protocols=("likelihood", "generate") if likelihood_ok else ("generate",),
-        max_new_tokens=int(config.get("max_new_tokens") or (256 if answer_type == "number" else 32)),
-        extra={"n_choices": str(len(vocabulary)), "train_source": "train.json" if train_path else "none"},
+        max_new_tokens=int(config.get("max_new_tokens") or budget(records["test"])),
+        extra={"train_source": "train.json" if train_path else "none"},
     )

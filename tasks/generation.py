@@ -86,7 +86,7 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Per-example records: the raw generated text, the extracted answer, the gold and correctness.
 
-    ``max_new_tokens`` 0 means the task's own budget (32 for choice tasks, 256 for math).
+    ``max_new_tokens`` 0 means the task's own budget (its task file's ``generate.max_new_tokens``).
     """
     budget = max_new_tokens or task.max_new_tokens
     texts = generate(model, tokenizer, [eval_prompt(ex) for ex in examples], budget, num_beams, batch_size,
@@ -99,6 +99,6 @@ def records(task: Task, examples: Sequence[Example], texts: Sequence[str]) -> li
     out = []
     for ex, text in zip(examples, texts):
         gold = gold_answer(task, ex)
-        pred, correct = judge(task.answer_type, task.vocabulary, gold, text)
+        pred, correct = judge(task.answer_type, task.extraction_vocabulary(ex), gold, text)
         out.append({"id": ex.id, "gold": gold, "pred": pred, "correct": correct, "generated": text})
     return out

@@ -6,7 +6,7 @@ the first case-sensitive occurrence of one of the task's answer labels ("answer1
 "true"/"false", ...), or for math the last number (fractions allowed), compared numerically
 with a tolerance of 1e-3 as LLM-Adapters' ``evaluate.py`` does.
 
-Templates are copied character for character from LLM-Adapters (evaluation.md; the with-input
+Templates are copied character for character from LLM-Adapters (EVALUATION.md; the with-input
 variants from their ``commonsense_evaluate.py`` / ``finetune.py``): the training copy differs
 from the evaluation copy (two spaces after "request." and blank lines holding 16 spaces), and a
 model trained on one is evaluated on the other, exactly as in their code.
@@ -58,6 +58,53 @@ def check_record(rec: Any) -> None:
             raise ValueError(f"missing or non-text field {key!r}")
     if not isinstance(rec.get("input", ""), str):
         raise ValueError("field 'input' is not text")
+
+
+def parse_instruction(instruction: str, header: str) -> tuple[str, tuple[str, ...], list[str]]:
+    """(question, options, answer labels) from an LLM-Adapters instruction; ValueError if it does not fit.
+
+    Options are found label by label ("Answer1: ", then "Answer2: " after it, ...) because the
+    separators vary (a space, or a blank line in PIQA). True/false questions list no options.
+    """
+    body, sep, fmt = instruction.rpartition("Answer format: ")
+    if not sep:
+        raise ValueError("no 'Answer format:' in instruction")
+    labels = fmt.strip().split("/")
+    if not body.startswith(header):
+        raise ValueError(f"instruction does not start with {header!r}")
+    body = body[len(header):].rstrip()
+    if labels == ["true", "false"]:
+        return body, (), labels
+    names = [label[:1].upper() + label[1:] for label in labels]
+    start = body.find(f"\n\n{names[0]}: ")
+    if start < 0:
+        raise ValueError(f"no '{names[0]}:' option after the question")
+    question, pos, options = body[:start], start + 2, []
+    for k, name in enumerate(names):
+        begin = pos + len(name) + 2
+        end = body.find(f"{names[k + 1]}: ", begin) if k + 1 < len(names) else len(body)
+        if end < 0:
+            raise ValueError(f"no '{names[k + 1]}:' option")
+        option = body[begin:end].strip()
+        if not option:
+            raise ValueError(f"option {name} is empty")
+        options.append(option)
+        pos = end
+    return question, tuple(options), labels
+
+
+_LETTER_OPTION = re.compile(r"\(([A-Z])\)\s")
+
+
+def listed_labels(instruction: str) -> list[str]:
+    """The answer labels an instruction lists: its "Answer format: a/b/c" line, else the letters
+    of "Answer Choices: (A) x (B) y ..." (AQuA), else none. Extraction takes its vocabulary
+    from these, never from the gold answers (a letter that is never the answer is still an option)."""
+    _, sep, fmt = instruction.rpartition("Answer format: ")
+    if sep:
+        return fmt.strip().split("/")
+    _, sep, choices = instruction.rpartition("Answer Choices:")
+    return list(dict.fromkeys(_LETTER_OPTION.findall(choices + " "))) if sep else []
 
 
 def eval_prompt(ex: Example) -> str:

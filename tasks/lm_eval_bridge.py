@@ -35,9 +35,8 @@ import torch
 from torch import nn
 
 from tasks import generation, likelihood, llm_adapters, sources
-from tasks.base import Example, Task, TaskData
-from tasks.protocols import EvalSettings, Evaluation, ProtocolError, generation_prompt, likelihood_prompt, metric
-from tasks.registry import UnknownTask
+from tasks.base import Example, Task, TaskData, UnknownTask
+from tasks.evaluation import EvalSettings, Evaluation, ProtocolError, generation_prompt, likelihood_prompt, metric
 
 HELPER_MODULE = "peft_bench_lm_eval"  # written beside generation YAMLs for ``process_results``
 _HELPER_SOURCE = (
@@ -68,7 +67,7 @@ def likelihood_docs(task: Task, examples: Sequence[Example]) -> tuple[list[dict[
         docs = [{"id": ex.id, "context": reqs[0][0], "choices": [strip(c) for _, c in reqs], "gold": ex.gold}
                 for ex, reqs in zip(examples, per_item)]
         fields = {"doc_to_text": "context", "doc_to_choice": "choices", "doc_to_target": "gold",
-                  "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]}
+                  "metric_list": [{"metric": m} for m in task.metrics]}
     elif all(len({cont for _, cont in reqs}) == 1 for reqs in per_item):
         docs = [{"id": ex.id, "contexts": [ctx for ctx, _ in reqs], "continuation": strip(reqs[0][1]), "gold": ex.gold}
                 for ex, reqs in zip(examples, per_item)]
@@ -84,7 +83,7 @@ def likelihood_docs(task: Task, examples: Sequence[Example]) -> tuple[list[dict[
 def generation_docs(task: Task, examples: Sequence[Example], settings: EvalSettings
                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     docs = [{"id": ex.id, "prompt": llm_adapters.eval_prompt(ex), "gold": llm_adapters.gold_answer(task, ex),
-             "answer_type": task.answer_type, "vocabulary": list(task.vocabulary)} for ex in examples]
+             "answer_type": task.answer_type, "vocabulary": list(task.extraction_vocabulary(ex))} for ex in examples]
     kwargs = {"until": [], "max_gen_toks": settings.max_new_tokens or task.max_new_tokens, "do_sample": False}
     if settings.num_beams > 1:
         kwargs["num_beams"] = settings.num_beams
@@ -143,9 +142,10 @@ def _hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
-def _run(model: nn.Module, tokenizer: Any, names: list[str], task_manager: Any, settings: EvalSettings,
-         limit: int | None = None) -> dict[str, Any]:
-    """simple_evaluate on the in-memory model; the model's train/eval mode is restored after."""
+def run_lm_eval(model: nn.Module, tokenizer: Any, names: list[Any], task_manager: Any, settings: EvalSettings,
+                limit: int | None = None) -> dict[str, Any]:
+    """simple_evaluate on the in-memory model (``names``: task names, or lm-eval task objects as
+    ``tasks.agreement`` builds); the model's train/eval mode is restored after."""
     from lm_eval import simple_evaluate
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -167,7 +167,7 @@ def evaluate_many(protocol: str, model: nn.Module, tokenizer: Any, jobs: Sequenc
     root = Path(settings.workdir or tempfile.mkdtemp(prefix="peft-bench-")) / "lm-eval-tasks"
     exports = [export(task, examples, protocol, settings, root) for task, examples in jobs]
     manager = TaskManager(include_path=[str(folder) for _, folder in exports], include_defaults=False)
-    out = _run(model, tokenizer, [name for name, _ in exports], manager, settings)
+    out = run_lm_eval(model, tokenizer, [name for name, _ in exports], manager, settings)
     return [_evaluation(protocol, task, examples, out, name, settings)
             for (task, examples), (name, _) in zip(jobs, exports)]
 
@@ -208,7 +208,7 @@ def evaluate(protocol: str, model: nn.Module, tokenizer: Any, task: Task, exampl
     if task.family != "lm-eval":
         return evaluate_many(protocol, model, tokenizer, [(task, examples)], settings)[0]
     name = task.extra["lm_eval_name"]
-    out = _run(model, tokenizer, [name], _task_manager(), settings, settings.limit or None)
+    out = run_lm_eval(model, tokenizer, [name], _task_manager(), settings, settings.limit or None)
     metrics = []
     for key, value in out["results"].get(name, {}).items():
         measure, _, filt = key.partition(",")
@@ -260,5 +260,5 @@ def _load_named(name: str) -> TaskData:
 
 def make_task(name: str) -> Task:
     return Task(name=f"lm-eval:{name}", family="lm-eval", description=f"lm-evaluation-harness task {name}",
-                load=lambda: _load_named(name), protocols=(), extra={"lm_eval_name": name, "n_choices": "?",
+                load=lambda: _load_named(name), protocols=(), extra={"lm_eval_name": name,
                                                                       "train_source": "none"})

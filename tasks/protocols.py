@@ -3,9 +3,9 @@
 A protocol says how a task's examples become training text and how a model is scored on them:
 
 * ``likelihood`` (default): multiple choice by summed log-likelihood, lm-evaluation-harness
-  style; ``acc`` and ``acc_norm`` (evaluation.md, protocol 1);
+  style; ``acc`` and ``acc_norm`` (EVALUATION.md, protocol 1);
 * ``generate``: LLM-Adapters' instruction template, free generation, answer extraction;
-  ``acc`` (evaluation.md, protocol 2).
+  ``acc`` (EVALUATION.md, protocol 2).
 
 A backend says who runs the protocol: ``native`` (our scorer and generator) or ``lm-eval``
 (lm-evaluation-harness's HFLM on the same in-memory model, ``tasks.lm_eval_bridge``). The
@@ -13,66 +13,21 @@ driver only dispatches through ``train_pair`` and ``evaluate`` and records what 
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 
 from tasks import generation, likelihood, llm_adapters
 from tasks.base import Example, Task
+from tasks.evaluation import (EvalSettings, Evaluation, ProtocolError, generation_prompt, likelihood_prompt,
+                              metric)
 from tasks.formatting import TrainTarget
 
 BACKENDS = ("native", "lm-eval")
 
 
-class ProtocolError(ValueError):
-    """A task, protocol and backend that do not fit together; the message says what would."""
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How to evaluate, beyond which items: batching, device, decoding, a folder for exports."""
-
-    batch_size: int = 32
-    device: str | torch.device | None = None
-    progress: bool = True
-    num_beams: int = 1  # generation: 1 = greedy (CPU-friendly default), 4 = LLM-Adapters' setting
-    max_new_tokens: int = 0  # generation: 0 = the task's own budget
-    workdir: Path | None = None  # backends may write files here (lm-eval task exports)
-    limit: int = 0  # lm-eval:NAME tasks only (ours pass their items): items per task, 0 = all
-
-
-@dataclass
-class Evaluation:
-    """What one evaluation of one task produced, in the form run records store it."""
-
-    samples: list[dict[str, Any]]
-    metrics: list[dict[str, Any]]  # {"name", "value", "stderr", "n"}
-    protocol: str  # as measured (an lm-eval:NAME task reports lm-eval's own output type)
-    prompt: str  # template id (+ decoding for generation): equal ids = equal phrasing
-    shots: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def metric(name: str, samples: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
-    acc, stderr, n = likelihood.accuracy(samples, key)
-    return {"name": name, "value": acc, "stderr": stderr, "n": n}
-
-
 # -- likelihood --------------------------------------------------------------------------------
-
-_PROBE = Example("probe", "Q1 _ Q2", ("C1", "C2"), 0, instruction="I", output="O", answer="A")
-
-
-def likelihood_prompt(task: Task) -> str:
-    """Id of the task's request phrasing: the requests it makes for a fixed probe example."""
-    blob = json.dumps(task.requests(_PROBE))
-    return "mc#" + hashlib.sha256(blob.encode()).hexdigest()[:8]
-
 
 def likelihood_train_pair(task: Task, ex: Example) -> tuple[str, str]:
     return task.train_pair(ex)
@@ -82,17 +37,12 @@ def likelihood_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: 
                         settings: EvalSettings) -> Evaluation:
     samples = likelihood.score(model, tokenizer, task, examples, batch_size=settings.batch_size,
                                device=settings.device, progress=settings.progress)
-    return Evaluation(samples, [metric("acc", samples, "correct"), metric("acc_norm", samples, "correct_norm")],
-                      "likelihood", likelihood_prompt(task))
+    keys = {"acc": "correct", "acc_norm": "correct_norm"}
+    return Evaluation(samples, [metric(name, samples, keys[name]) for name in task.metrics], "likelihood",
+                      likelihood_prompt(task))
 
 
 # -- generation --------------------------------------------------------------------------------
-
-def generation_prompt(task: Task, settings: EvalSettings) -> str:
-    """Template id plus decoding: greedy vs beam or another budget is another measurement."""
-    decoding = "greedy" if settings.num_beams == 1 else f"beam{settings.num_beams}"
-    return f"{llm_adapters.prompt_id()},{decoding},{settings.max_new_tokens or task.max_new_tokens}tok"
-
 
 def generation_train_pair(task: Task, ex: Example) -> tuple[str, str]:
     """LLM-Adapters' training text: template, output, EOS id, loss on the prompt too."""
@@ -118,7 +68,7 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
-    Protocol("likelihood", "multiple choice by log-likelihood (lm-eval style): acc, acc_norm",
+    Protocol("likelihood", "multiple choice by log-likelihood (lm-eval style): acc, acc_norm (as the task lists)",
              likelihood_train_pair, likelihood_evaluate),
     Protocol("generate", "LLM-Adapters template, generation, answer extraction: acc",
              generation_train_pair, generation_evaluate),

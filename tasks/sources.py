@@ -2,8 +2,8 @@
 
 The data folder is found in this order: an explicit argument (the CLI's ``--data-dir``), the
 ``PEFT_BENCH_DATA`` environment variable, then ``<project root>/../shared/data``. Files are
-never copied into the repository. Every file read is checked against a SHA-256 pinned here, so
-a run's numbers always refer to known bytes; ``TaskData.checksums`` carries them into run
+never copied into the repository. Every file read is checked against the SHA-256 its task file
+pins (``tasks/configs``), so a run's numbers always refer to known bytes; ``TaskData.checksums`` carries them into run
 records. The Hugging Face hub is a fallback only when files are missing and the user opted in
 (``PEFT_BENCH_HUB=1`` or ``configure(hub=True)``): silently switching sources would change what
 a benchmark number means.
@@ -12,38 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 DATA_ENV = "PEFT_BENCH_DATA"
 HUB_ENV = "PEFT_BENCH_HUB"
-
-# SHA-256 of every file the loaders read (from shared/data/SHA256SUMS).
-PINNED: dict[str, str] = {
-    "llm-adapters/dataset/boolq/test.json": "89df2397cbca81dc31adcc6f7f5b635821aa0565aafde46725b2b4bd39b4dfa9",
-    "llm-adapters/dataset/boolq/train.json": "5ccbaceebaddc69765e1c4a363632196b81851d303696672165ab59ec4e48c83",
-    "llm-adapters/dataset/piqa/test.json": "3860d11b9b42e590b6b4bbc1643214d373ed0b0d4ac62fcc7bdceb8e044ad141",
-    "llm-adapters/dataset/social_i_qa/test.json": "71543f41127451945379d106ffedaef502f1c8770dff6d2f543aca85e3080b1d",
-    "llm-adapters/dataset/winogrande/test.json": "6946f5209e7114c65c6d04f8f644c5a061af20d730b1cfe158fff3dc44076fb9",
-    "llm-adapters/dataset/ARC-Easy/test.json": "3f32a84716ca6d57d38728bf80cc8117aecd17445c2cf29a68b571b810eb82dc",
-    "llm-adapters/dataset/ARC-Easy/train.json": "6a06cece3dec32f4fb1c1b0fc29dab14be7cf3053b417290dbc6cd845359f5ff",
-    "llm-adapters/dataset/ARC-Challenge/test.json": "4a89ce368ae01a71d268d9851686738b2a0a1d84271116bab49a1dd2b48ecad7",
-    "llm-adapters/dataset/ARC-Challenge/train.json": "a9debff28aafed86a08211dc3584a3b6cb38edca8c56bb34cd5002ed54aeebfb",
-    "llm-adapters/dataset/openbookqa/test.json": "8479930f7b8a26052c78250280b5465a4016ca7fc806af440d0f37e243f3099e",
-    "llm-adapters/dataset/openbookqa/train.json": "a1e094eeea01f70c0baa880f37497b26700ae99b243927b9c529984de9b1fe90",
-    "hellaswag/hellaswag_val_full.txt.bz2": "50b637899e4263c2bc456c2dc726c95d2c8cd8e2a552ea5bd7719ce3cb03fe5b",
-    "llm-adapters/dataset/gsm8k/test.json": "2cc616a1e0b23ea1df29370476365cde71c4e0aa823fb06cc194c5a8a9381abe",
-    "llm-adapters/dataset/AddSub/test.json": "62a8662b1ad40879953c4df0e61883a749d03aa3fc5e71f1cdb842b816e139ff",
-    "llm-adapters/dataset/MultiArith/test.json": "a40f426807c8a563802c2a5b66bda3bcd1eba9c099038fd1199f0dd57de5fd28",
-    "llm-adapters/dataset/SingleEq/test.json": "712b15edb851c97aab42a5de106d94008f94d917366c92537ed5400a8aacb207",
-    "llm-adapters/ft-training_set/math_data.json": "1d06633b4db748b7cfa38f2891f8d7b17b3636717b3188dd382045b94cf999a7",
-    "gsm8k/train.jsonl": "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465",
-    "gsm8k/test.jsonl": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14",
-}
-
 
 class DataError(RuntimeError):
     """Task data is missing, differs from the pinned release, or is malformed.
@@ -105,37 +81,14 @@ def how_to_supply(hub_hint: str | None = None) -> str:
 
 @dataclass
 class DataSource:
-    """A data folder plus the checksums its files must have.
-
-    Tests build tiny folders with their own ``pinned`` dict (or ``verify=False``); real runs use
-    ``current()``, which pins the released files.
-    """
+    """A data folder, whether files are checked against the pins their task files give, and
+    whether the hub may stand in for missing files. Tests build tiny folders (``verify=False``
+    for files whose bytes no task file pins); real runs use ``current()``."""
 
     root: Path
     origin: str = "explicit"
     verify: bool = True
-    pinned: dict[str, str] = field(default_factory=lambda: dict(PINNED))
     hub: bool = False
-
-    def missing(self, rels: Iterable[str]) -> list[Path]:
-        return [self.root / r for r in rels if not (self.root / r).is_file()]
-
-    def checked(self, rel: str) -> tuple[Path, str]:
-        """Path of a data file after verifying it; returns (path, sha256)."""
-        path = self.root / rel
-        if not path.is_file():
-            raise DataError(f"data file not found: {path} (data dir from {self.origin}). {how_to_supply()}")
-        digest = sha256(path)
-        if self.verify:
-            expected = self.pinned.get(rel)
-            if expected is None:
-                raise DataError(f"no pinned checksum for {rel}; refusing to read {path} unverified")
-            if digest != expected:
-                raise DataError(
-                    f"checksum mismatch for {path}: expected sha256 {expected}, found {digest}. The file "
-                    f"differs from the pinned release (edited, truncated or another version). {how_to_supply()}"
-                )
-        return path, digest
 
 
 def current(data_dir: str | Path | None = None) -> DataSource:

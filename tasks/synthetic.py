@@ -64,14 +64,12 @@ def load() -> TaskData:
     return TaskData(items[:N_TRAIN], items[N_TRAIN:], "generated:tasks.synthetic", {"generated": digest}, note)
 
 
-TASKS = [
-    Task(
-        name="synthetic",
-        family="synthetic",
-        description="bag-of-words sentiment from a fixed seed; needs no files (tests, smoke runs)",
-        load=load,
-        vocabulary=LABELS,
-        format_requests=requests,
-        extra={"n_choices": "2", "train_source": "generated"},
-    )
-]
+TASK = Task(
+    name="synthetic",
+    family="synthetic",
+    description="bag-of-words sentiment from a fixed seed; needs no files (tests, smoke runs)",
+    load=load,
+    vocabulary=LABELS,
+    format_requests=requests,
+    extra={"train_source": "generated"},
+)

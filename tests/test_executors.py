@@ -81,6 +81,7 @@ def local(tmp_path_factory):
             "after_again": after_again, "final": _statuses(out)}
 
 
+@pytest.mark.needs_data
 def test_a_killed_worker_fails_its_run_and_a_resubmission_finishes_only_the_rest(local):
     assert local["codes"] == (1, 1, 0)
     after_kill = local["after_kill"]
@@ -96,6 +97,8 @@ def test_a_killed_worker_fails_its_run_and_a_resubmission_finishes_only_the_rest
             assert final[rid]["started"] == rec["started"] and final[rid] == rec
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (pip install 'peft-bench[ray]')")
 def test_ray_gives_the_same_runs_and_table_as_local(local, tmp_path, monkeypatch):
     import ray
@@ -112,6 +115,8 @@ def test_ray_gives_the_same_runs_and_table_as_local(local, tmp_path, monkeypatch
     pd.testing.assert_frame_equal(_comparable(tmp_path), _comparable(local["out"]))
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                     reason="submitit not installed (pip install 'peft-bench[slurm]')")
 def test_slurm_via_submitit_writes_the_same_run_folders(local, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli, records
-from tasks import files, registry
+from tasks import files, llm_adapters, registry
 from tasks.sources import DataError, sha256
 
 
@@ -109,3 +109,33 @@ def test_file_task_trains_and_evaluates_end_to_end(tmp_path):
     assert rec_["data"][name]["checksums"] == {str(folder / "test.json"): sha256(folder / "test.json"),
                                                str(folder / "train.json"): sha256(folder / "train.json")}
     assert len(records.read_jsonl(records.samples_path(run, "after", name))) == 6
+
+
+def aqua(i: int, answer: str) -> dict[str, str]:
+    """An AQuA-style record: letter options listed in the question, a worked solution as output."""
+    text = f"What is {i} + 1? Answer Choices: (A) {i} (B) {i + 1} (C) {i + 2} (D) {i + 3} (E) None of these"
+    return rec(text, answer, output=f"\nRationale: {i} + 1 = {i + 1}. The answer is ({answer}).")
+
+
+def test_letters_come_from_the_listed_options_not_the_answers(tmp_path):
+    """A slice where E is never the answer still extracts E, and chance is 1/5."""
+    path = write(tmp_path / "aqua.json", [aqua(i, "B") for i in range(3)] + [aqua(9, "A")])
+    task = registry.get(f"file:{path}")
+    data = registry.load(task)
+    assert task.vocabulary == ("A", "B", "C", "D", "E") and task.chance == pytest.approx(0.2)
+    assert data.test[0].labels == ("A", "B", "C", "D", "E") and task.protocols == ("generate",)
+    assert llm_adapters.judge("choice", task.extraction_vocabulary(data.test[0]), "B", "E: none fits") == ("E", False)
+
+
+def test_generation_budget_follows_llm_adapters(tmp_path):
+    """Worked solutions (AQuA) get their math evaluate.py's 256 new tokens; one-liners 32."""
+    assert registry.get(f"file:{write(tmp_path / 'aqua.json', [aqua(1, 'B')])}").max_new_tokens == 256
+    assert registry.get(f"file:{write(tmp_path / 'mc.json', [mc(0, 'answer1')])}").max_new_tokens == 32
+
+
+def test_json_lines_get_a_pointer_to_task_files(tmp_path):
+    path = tmp_path / "valid.jsonl"
+    path.write_text('{"goal": "g", "sol1": "a", "sol2": "b"}\n{"goal": "h", "sol1": "a", "sol2": "b"}\n')
+    with pytest.raises(DataError) as err:
+        files.make_task(str(path))
+    assert "looks like JSON lines" in str(err.value) and "data.format: jsonl" in str(err.value)

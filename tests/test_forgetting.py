@@ -57,6 +57,7 @@ def test_before_evaluation_is_computed_once_for_two_methods(tmp_path, monkeypatc
     assert calls.count(("synthetic", "after")) == 2
 
 
+@pytest.mark.needs_data
 def test_retention_rows_in_the_tidy_table(tmp_path):
     import pandas as pd
 
@@ -70,6 +71,7 @@ def test_retention_rows_in_the_tidy_table(tmp_path):
     assert f["retention-mean"] == pytest.approx((f["arc_e"] + f["boolq"]) / 2)
 
 
+@pytest.mark.needs_data
 def test_interrupted_sequence_resumes_after_the_last_finished_stage(tmp_path, monkeypatch):
     argv = [*RUN, "--out", str(tmp_path), "--methods", "lora", "--sequence", "synthetic,arc_e", "--retention", "none"]
     real_eval, real_train = driver.evaluate_task, driver.train
@@ -117,6 +119,7 @@ def test_losia_checkpoint_carries_its_subnets_and_a_stage_resets_the_optimizer()
     assert all(torch.equal(x.rows, y.rows) for x, y in zip(a.subnets, b.subnets))
 
 
+@pytest.mark.needs_data
 def test_sequence_runs_for_losia(tmp_path):
     argv = [*RUN, "--out", str(tmp_path), "--methods", "losia-pro", "--sequence", "synthetic,arc_e",
             "--retention", "none"]

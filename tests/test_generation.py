@@ -8,7 +8,7 @@ import pytest
 from harness import cli, records
 from harness.config import RunConfig
 from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer, build_llama
-from tasks import generation, llm_adapters, protocols, registry, sources
+from tasks import generation, llm_adapters, protocols, registry
 from tasks.base import Example
 from tasks.formatting import IGNORE_INDEX, TrainTarget, encode_train
 
@@ -126,7 +126,7 @@ def test_generate_protocol_end_to_end(tmp_path):
     assert (row.protocol, row.backend, row.shots) == ("generate", "native", 0)
 
 
-@pytest.mark.skipif(not sources.DEFAULT_DATA_DIR.is_dir(), reason="offline benchmark data not present")
+@pytest.mark.needs_data
 def test_math_under_likelihood_is_a_one_line_error(tmp_path, capsys):
     argv = ["eval", "--model", "tiny-llama", "--tasks", "gsm8k", "--protocol", "likelihood", "--out", str(tmp_path)]
     assert cli.main(argv) == 2

@@ -6,30 +6,22 @@ download and no real model; a few items of each commonsense task go through both
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from harness.models import build_llama
-from tasks import commonsense, lm_eval_bridge, protocols, registry, sources
+from tasks import agreement, lm_eval_bridge, protocols, registry, sources
 from tasks.base import Example, Task, TaskData
 
-SHARED = sources.DEFAULT_DATA_DIR
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="offline benchmark data not present")
+SHARED = sources.resolve_data_dir()[0]  # the configured folder (tests/conftest.py)
+pytestmark = pytest.mark.needs_data
 N_ITEMS = 4
-TASKS = registry.SUITES["commonsense"]
+TASKS = registry.suites()["commonsense"]
 
 
 @pytest.fixture(scope="module")
 def items() -> dict[str, list[Example]]:
-    """The first records of each test file (parsed as the loaders do, without the full splits)."""
-    out = {}
-    for name in TASKS:
-        spec = commonsense.SPECS[name]
-        path = SHARED / spec.files()[0]
-        records = commonsense.read_hellaswag(path) if name == "hellaswag" else json.loads(path.read_text())
-        out[name] = commonsense.parse_records(spec, records[:N_ITEMS], str(path), "test")
-    return out
+    """The first test items of each task."""
+    return {name: registry.load(name).test[:N_ITEMS] for name in TASKS}
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +129,23 @@ def test_named_lm_eval_task_runs_offline(tiny, items, tmp_path, monkeypatch):
     assert ev.protocol == "likelihood" and ev.prompt.startswith(f"lm-eval:{name}#") and len(ev.samples) == 2
     with pytest.raises(registry.UnknownTask, match="no task 'nosuch'"):
         lm_eval_bridge.make_task("nosuch").load()
+
+
+def test_our_requests_are_lm_evals_own_task_definitions(tiny):
+    """lm-eval's own YAML (arc_challenge; hellaswag with its process_docs) over our local items asks
+    exactly our requests, and lm-eval running it on a tiny Llama picks what our native scorer picks."""
+    names = ["arc_c", "hellaswag"]
+    for name in names:
+        same, n, diffs = agreement.request_agreement(name, registry.load(name).test[:25])
+        assert same == n == 25, diffs
+    model, tok = tiny
+    assert agreement.choice_agreement(model, tok, names, 6, batch_size=4) == {"arc_c": (6, 6), "hellaswag": (6, 6)}
+
+
+def test_lm_eval_docs_rebuild_each_tasks_hub_row(items):
+    docs = {name: agreement.lm_eval_doc(name, items[name][0], (agreement.raw_rows(name, items[name][:1]) or [None])[0])
+            for name in TASKS}
+    assert docs["siqa"]["context"] == "Tracy didn't go home that evening and resisted Riley's attacks."
+    assert docs["siqa"]["question"] == "What does Tracy need to do before this?" and docs["siqa"]["label"] == "3"
+    assert docs["boolq"] == {"passage": "", "question": "does ethanol take more energy make that produces", "label": 0}
+    assert docs["hellaswag"]["ctx_b"] == "he" and docs["arc_e"]["answerKey"] == "A"

@@ -8,7 +8,8 @@ from torch import nn
 from harness.models import load_model
 from methods import registry
 from methods.base import TrainContext
-from methods.localized_lora import LocalizedLoraConfig, wrap_targets
+from methods.localized_lora.config import LocalizedLoraConfig
+from methods.localized_lora.model import wrap_targets
 from methods.localized_lora.layer import LocalizedLinear
 
 
@@ -156,7 +157,7 @@ def test_blocks_must_divide_every_target():
 
 
 def test_synth_closed_forms_and_fits(tmp_path):
-    from methods.localized_lora_synth import best_error, main
+    from methods.localized_lora.synth import best_error, main
 
     m = torch.block_diag(torch.ones(8, 8), 2 * torch.ones(8, 8))  # two rank-1 diagonal blocks, energy 64 + 256
     assert best_error(m, "diagonal", 1, 2) == pytest.approx(0.0, abs=1e-12)

@@ -8,20 +8,30 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from tasks import math_tasks, registry, sources
+from tasks import configured, registry, sources, taskfile
+from tasks.configured import question_key
 from tasks.sources import DataError, DataSource
 
-SHARED = sources.DEFAULT_DATA_DIR
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"offline benchmark data not at {SHARED}")
+SHARED = sources.resolve_data_dir()[0]  # the configured folder (tests/conftest.py)
+needs_shared = pytest.mark.needs_data
+SUITE = taskfile.builtin()[1]["math"]
+TEST_FILES = {name: taskfile.builtin()[0][name].test.path for name in SUITE.tasks}
+GSM8K_TRAIN, MATH_DATA = (ref.path for ref in SUITE.train)
+GSM8K_TEST = SUITE.held_out[0].path
+
+
+def load(name: str, source: DataSource):
+    specs = taskfile.builtin()[0]
+    return configured.load(specs[name], source, (SUITE, [specs[t] for t in SUITE.tasks]))
 
 
 def test_gsm8k_record_in_llm_adapters_style():
-    rec = math_tasks.gsm8k_record({"question": "Q?", "answer": "She sold 48/2 = <<48/2=24>>24 clips.\nIn all "
+    rec = configured.gsm8k({"question": "Q?", "answer": "She sold 48/2 = <<48/2=24>>24 clips.\nIn all "
                                                                 "48+24 = <<48+24=72>>72.\n#### 1,072"})
     assert rec == {"instruction": "Q?", "input": "", "answer": "1072",
                    "output": "\nA: She sold 48/2 = 24 clips. In all 48+24 = 72. The answer is 1072."}
     with pytest.raises(ValueError, match="####"):
-        math_tasks.gsm8k_record({"question": "Q?", "answer": "no final line"})
+        configured.gsm8k({"question": "Q?", "answer": "no final line"})
 
 
 def record(question: str, answer: str = "3") -> dict[str, str]:
@@ -32,16 +42,16 @@ def write_suite(root: Path, math_data: list | str | None = None, addsub: list | 
     """A miniature data folder with every file the math tasks read (unverified)."""
     tests = {"gsm8k": [record("Tom has 3 apples. How many?")], "addsub": [record("There are 7 crayons . Mary took 3 .")],
              "multiarith": [record("Sam bought 13 books.", "13.0")], "singleeq": [record("A bike costs 80.", "80")]}
-    for name, rel in math_tasks.TEST_FILES.items():
+    for name, rel in TEST_FILES.items():
         content = addsub if name == "addsub" and addsub is not None else tests[name]
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(content if isinstance(content, str) else json.dumps(content))
     (root / "gsm8k").mkdir(exist_ok=True)
-    (root / math_tasks.GSM8K_TEST).write_text(json.dumps({"question": "Tom has 3 apples. How many?", "answer": "#### 3"}) + "\n")
-    (root / math_tasks.GSM8K_TRAIN).write_text("".join(json.dumps({"question": f"Train q {i}?", "answer": f"x\n#### {i}"}) + "\n"
+    (root / GSM8K_TEST).write_text(json.dumps({"question": "Tom has 3 apples. How many?", "answer": "#### 3"}) + "\n")
+    (root / GSM8K_TRAIN).write_text("".join(json.dumps({"question": f"Train q {i}?", "answer": f"x\n#### {i}"}) + "\n"
                                                        for i in range(3)))
     default = [record("There are 7 crayons. Mary took 3!"), record("New question?"), record("AQuA item", "C")]
-    path = root / math_tasks.MATH_DATA
+    path = root / MATH_DATA
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(math_data if isinstance(math_data, str) else json.dumps(math_data or default))
     return DataSource(root, "test", verify=False)
@@ -49,14 +59,14 @@ def write_suite(root: Path, math_data: list | str | None = None, addsub: list | 
 
 def test_pool_drops_test_questions_whatever_their_spacing(tmp_path):
     source = write_suite(tmp_path)
-    data = math_tasks.load("addsub", source)
+    data = load("addsub", source)
     questions = [ex.question for ex in data.train]
     # the math_data item spelled "7 crayons. Mary took 3!" is AddSub's "7 crayons . Mary took 3 ." and is gone
     assert questions == ["Train q 0?", "Train q 1?", "Train q 2?", "New question?", "AQuA item"]
     assert "1 dropped" in data.split_note and data.test[0].gold == "3"
-    assert data.shared_train == math_tasks.load("gsm8k", source).shared_train
-    assert set(data.checksums) == {*math_tasks.TEST_FILES.values(), math_tasks.GSM8K_TRAIN, math_tasks.GSM8K_TEST,
-                                   math_tasks.MATH_DATA}
+    assert data.shared_train == load("gsm8k", source).shared_train
+    assert set(data.checksums) == {*TEST_FILES.values(), GSM8K_TRAIN, GSM8K_TEST,
+                                   MATH_DATA}
 
 
 @pytest.mark.parametrize("addsub, where", [
@@ -67,14 +77,14 @@ def test_pool_drops_test_questions_whatever_their_spacing(tmp_path):
 def test_malformed_math_file_names_file_and_record(tmp_path, addsub, where):
     source = write_suite(tmp_path, addsub=addsub)
     with pytest.raises(DataError) as err:
-        math_tasks.load("addsub", source)
-    assert str(tmp_path / math_tasks.TEST_FILES["addsub"]) in str(err.value) and where in str(err.value)
+        load("addsub", source)
+    assert str(tmp_path / TEST_FILES["addsub"]) in str(err.value) and where in str(err.value)
 
 
 def test_malformed_file_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch):
     write_suite(tmp_path, math_data=json.dumps([record("fine"), {"instruction": 3}]))
-    # the miniature files have no pinned checksums
-    monkeypatch.setattr(sources.DataSource, "checked", lambda self, rel: (self.root / rel, "unpinned"))
+    # the miniature files differ from the pinned release
+    monkeypatch.setattr(sources, "current", lambda: DataSource(tmp_path, "test", verify=False))
     monkeypatch.setenv(sources.DATA_ENV, str(tmp_path))
     argv = ["run", "--methods", "lora", "--tasks", "math", "--model", "tiny-llama", "--out", str(tmp_path / "out"),
             "--executor", "inline"]
@@ -90,14 +100,16 @@ def test_real_files(monkeypatch):
     test_keys = set()
     for name, n in sizes.items():
         data = registry.load(name)
-        assert len(data.test) == n and all(v == sources.PINNED[k] for k, v in data.checksums.items())
-        test_keys |= {math_tasks.question_key(ex.question) for ex in data.test}
+        pins = {r.path: r.sha256 for r in [*SUITE.train, *SUITE.held_out]} | {p: taskfile.builtin()[0][t].test.sha256
+                                                                             for t, p in TEST_FILES.items()}
+        assert len(data.test) == n and data.checksums == pins
+        test_keys |= {question_key(ex.question) for ex in data.test}
     train = registry.load("gsm8k").train
-    assert 8000 < len(train) < 9000 and not test_keys & {math_tasks.question_key(ex.question) for ex in train}
+    assert 8000 < len(train) < 9000 and not test_keys & {question_key(ex.question) for ex in train}
     # training on the whole suite uses the shared set once
-    assert len(registry.train_examples(registry.SUITES["math"])) == len(train)
+    assert len(registry.train_examples(registry.suites()["math"])) == len(train)
     # the original GSM8K test release holds the same questions as LLM-Adapters' copy
-    original = [json.loads(line) for line in (SHARED / math_tasks.GSM8K_TEST).read_text().splitlines()]
-    assert {math_tasks.question_key(r["question"]) for r in original} == \
-        {math_tasks.question_key(ex.question) for ex in registry.load("gsm8k").test}
+    original = [json.loads(line) for line in (SHARED / GSM8K_TEST).read_text().splitlines()]
+    assert {question_key(r["question"]) for r in original} == \
+        {question_key(ex.question) for ex in registry.load("gsm8k").test}
     assert registry.get("gsm8k").protocols == ("generate",) and registry.get("gsm8k").chance is None

@@ -1,117 +1,211 @@
-"""bench perf and --check: figures, the regression gate, and its tolerance rule."""
+"""bench perf and --check: figures, the baseline file, the regression verdict and its re-measure."""
 from __future__ import annotations
 
-import copy
 import json
+import random
 
 import pytest
-import torch
 
-from harness import cli, perfcheck
-from harness.perf import PerfConfig, measure
+from harness import cli
+from harness.perf import baseline as baselines
+from harness.perf import command, verdict
+from harness.perf.counters import open_instruction_counter
+from harness.perf.timing import Contender, PerfConfig, measure
 
-CFG = dict(shape="tiny", methods=("lora",), batch_size=4, seq_len=64, rounds=9, steps_per_round=4, warmup_steps=2)
+CFG = dict(shape="tiny", methods=("lora",), batch_size=4, seq_len=64, rounds=5, steps_per_round=2, warmup_steps=1)
+DEVICE = {"type": "cpu", "name": "CPU A", "count": 2, "threads": 1}
 
 
 @pytest.fixture(scope="module")
-def baseline():
+def result():
     return measure(PerfConfig(**CFG), progress=False)
 
 
-def test_perf_reports_ratios_and_memory(baseline):
-    rows = baseline["methods"]
+@pytest.mark.slow
+def test_perf_reports_ratios_per_round_and_memory(result):
+    rows = result["methods"]
     assert set(rows) == {"floor", "lora"}
-    assert rows["floor"]["ratio_to_floor"] == 1.0 and rows["floor"]["trainable_params"] == 0
+    assert rows["floor"]["ratio_to_floor_rounds"] == [1.0] * 5 and rows["floor"]["trainable_params"] == 0
     lora = rows["lora"]
-    assert lora["ratio_to_floor"] > 0.5 and lora["ratio_to_lora"] == 1.0
+    assert len(lora["ratio_to_floor_rounds"]) == 5 and lora["ratio_to_lora"] == 1.0
     assert lora["trainable_params"] == 65536  # r=32 on every projection of the 2-layer tiny model
     assert lora["activation_bytes"] > rows["floor"]["activation_bytes"] > 0
     assert lora["optimizer_state_bytes"] == 2 * 4 * 65536 + 4 * 28  # exp_avg, exp_avg_sq + 28 step scalars
     assert lora["flops_per_step"] > rows["floor"]["flops_per_step"]
+    assert result["instructions"]  # counted, or the reason it is not
 
 
-def test_perf_header_states_the_machine_load(baseline):
-    from harness.perf import format_table
+def test_perf_header_states_the_machine_load(result):
+    from harness.perf.timing import format_table
 
-    assert {"start", "end", "cpu_count", "cores_used"} <= set(baseline["load"])
-    busy = {**baseline, "load": {**baseline["load"], "cpu_count": 2, "start": {"load1": 9.0}, "end": {"load1": 1.0}}}
-    quiet = {**baseline, "load": {**busy["load"], "start": {"load1": 1.0}}}
+    assert {"start", "end", "cpu_count", "cores_used"} <= set(result["load"])
+    busy = {**result, "load": {**result["load"], "cpu_count": 2, "start": {"load1": 9.0}, "end": {"load1": 1.0}}}
+    quiet = {**result, "load": {**busy["load"], "start": {"load1": 1.0}}}
     assert format_table(busy).splitlines()[1].startswith("BUSY MACHINE: load 9 -> 1 (1-min average")
     assert format_table(quiet).splitlines()[1].startswith("load 1 -> 1")
 
 
-def test_unmodified_code_passes_its_own_baseline(baseline):
-    again = measure(PerfConfig(**CFG), progress=False)
-    findings, _ = perfcheck.compare(baseline, again)
-    assert findings and not [f for f in findings if f.regressed], perfcheck.markdown(findings, [], "baseline")
+def _samples(center: float, n: int, noise: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [center * (1 + rng.uniform(-noise, noise)) for _ in range(n)]
 
 
-def test_an_injected_slowdown_fails_the_check(baseline, monkeypatch):
-    from methods.peft_tuners import PeftAdapted
-
-    a = torch.randn(768, 768)
-
-    def slow_after_step(self, step):  # an extra matmul chain in every LoRA step (several x its step time)
-        for _ in range(36):
-            a @ a
-
-    monkeypatch.setattr(PeftAdapted, "after_step", slow_after_step)
-    slowed = measure(PerfConfig(**CFG), progress=False)
-    findings, _ = perfcheck.compare(baseline, slowed)
-    bad = [f for f in findings if f.regressed]
-    assert [f.figure for f in bad if f.method == "lora"][:1] == ["ratio_to_floor"], perfcheck.markdown(findings, [], "b")
+def _measurement(rounds: list[float], device: dict = DEVICE, **figures: float) -> dict:
+    row = {"ratio_to_floor_rounds": rounds, "activation_bytes": 100, **figures}
+    return {"config": {**CFG, "methods": ["m"], "rounds": len(rounds), "threads": 1}, "device": device,
+            "torch": "x", "instructions": "counted", "methods": {"floor": {"ratio_to_floor_rounds": [1.0] * len(rounds)},
+                                                                  "m": row}}
 
 
-def test_tolerance_rule_and_deterministic_figures():
-    base = {"config": {"shape": "tiny", "batch_size": 4, "seq_len": 64}, "device": {"name": "A"},
-            "methods": {"m": {"ratio_to_floor": 1.0, "ratio_to_floor_spread": 0.01, "activation_bytes": 100,
-                              "step_time_s": 1.0, "step_time_p10_s": 0.9, "step_time_p90_s": 1.1}}}
-    new = copy.deepcopy(base)
-    new["device"]["name"] = "B"
-    new["methods"]["m"]["ratio_to_floor"] = 1.049  # within the 5% floor
-    findings, notes = perfcheck.compare(base, new)
-    assert not any(f.regressed for f in findings) and any("not gated" in n for n in notes)
-    new["methods"]["m"]["ratio_to_floor"] = 1.06
-    assert any(f.regressed for f in perfcheck.compare(base, new)[0])
-    new["methods"]["m"]["ratio_to_floor_spread"] = 0.03  # noisier now: tolerance 3 x 2.8% = 8.5%
-    assert not any(f.regressed for f in perfcheck.compare(base, new)[0])
-    new["methods"]["m"]["ratio_to_floor_spread"], new["methods"]["m"]["ratio_to_floor"] = 0.8, 1.6
-    assert any(f.regressed for f in perfcheck.compare(base, new)[0])  # noise widens the limit at most to +50%
-    new["methods"]["m"]["ratio_to_floor_spread"], new["methods"]["m"]["ratio_to_floor"] = 0.03, 1.06
-    new["methods"]["m"]["activation_bytes"] = 120  # deterministic figure grew
-    assert [f.figure for f in perfcheck.compare(base, new)[0] if f.regressed] == ["activation_bytes"]
-    other = copy.deepcopy(base)
+def _baseline(rounds: list[float], **figures: float) -> dict:
+    return baselines.with_measurement(None, _measurement(rounds, **figures))[0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_passes_and_a_13x_shift_is_flagged(seed):
+    base = _baseline(_samples(2.0, 9, 0.15, seed))
+    noisy = verdict.compare(base, _measurement(_samples(2.0, 9, 0.15, seed + 100)))
+    assert not noisy.failed, verdict.markdown(noisy, "b")
+    slowed = verdict.compare(base, _measurement(_samples(2.6, 9, 0.15, seed + 100)))
+    assert slowed.failed and slowed.suspects() == ["m"]
+
+
+def test_evidence_alone_or_size_alone_is_not_a_regression():
+    base = _baseline([2.0, 2.001, 2.002, 2.003, 2.004, 2.005, 2.006, 2.007, 2.008])
+    small = verdict.compare(base, _measurement([2.1 + i / 1000 for i in range(9)]))  # significant, +5%
+    assert small.findings[0].p < verdict.ALPHA and not small.failed
+    one_round = verdict.compare(base, _measurement([1.9, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 9.0, 9.0]))
+    assert not one_round.failed  # two disturbed rounds move neither the median nor the ranks much
+
+
+def test_another_cpu_gets_the_wider_threshold_and_no_instruction_gate():
+    base = _baseline([2.0] * 4 + [2.01] * 5, instructions_per_step=1000)
+    other = {**DEVICE, "name": "CPU B"}
+    shifted = _measurement([2.4] * 9, other, instructions_per_step=2000)  # +20%: within +25%
+    comparison = verdict.compare(base, shifted)
+    assert not comparison.failed and comparison.threshold == verdict.OTHER_MACHINE_THRESHOLD
+    assert any("no baseline entry for this machine ('CPU B x2')" in n for n in comparison.notes)
+    assert verdict.compare(base, _measurement([2.0] * 9, instructions_per_step=2000)).failed  # same CPU: gated
+
+
+def test_deterministic_figures_gate_exactly():
+    base = _baseline([2.0] * 9)
+    comparison = verdict.compare(base, _measurement([2.0] * 9, activation_bytes=120))
+    assert [f.figure for f in comparison.findings if f.regressed] == ["activation_bytes"]
+    assert comparison.suspects() == []  # nothing to re-measure: bytes do not wobble
+    other = _measurement([2.0] * 9)
     other["config"]["seq_len"] = 128
-    with pytest.raises(ValueError, match="another setup"):
-        perfcheck.compare(base, other)
+    with pytest.raises(baselines.BaselineError, match="another setup"):
+        verdict.compare(base, other)
 
 
-def test_cli_check_update_and_summary(tmp_path, monkeypatch):
+@pytest.mark.parametrize("again, fails", [(2.0, False), (2.6, True)])
+def test_a_suspect_is_re_measured_and_fails_only_if_it_regresses_again(again, fails, monkeypatch):
+    base = _baseline(_samples(2.0, 9, 0.05, 1))
+    calls = []
+
+    def fake_measure(cfg, progress=True, profile_steps=0):
+        calls.append(cfg)
+        return _measurement(_samples(again, cfg.rounds, 0.05, 2))
+
+    monkeypatch.setattr(command, "measure", fake_measure)
+    cfg = PerfConfig(**{**CFG, "methods": ("m", "other"), "rounds": 9})
+    comparison = command.check(cfg, base, _measurement(_samples(2.6, 9, 0.05, 3)), progress=False)
+    assert [(c.methods, c.rounds) for c in calls] == [(("m",), 18)]  # the suspect only, twice the rounds
+    assert comparison.failed is fails
+    assert ("regressed again" if fails else "not confirmed") in verdict.markdown(comparison, "b")
+
+
+def test_too_few_rounds_say_that_nothing_can_fail():
+    comparison = verdict.compare(_baseline([2.0] * 3), _measurement([9.0] * 3))
+    assert not comparison.failed and any("cannot reach" in n for n in comparison.notes)
+
+
+def test_update_keeps_one_entry_per_machine():
+    base = _baseline([2.0] * 9)
+    other = _measurement([3.0] * 9, {**DEVICE, "name": "CPU B"})
+    both, notes = baselines.with_measurement(base, other)
+    assert list(both["machines"]) == ["CPU A x2", "CPU B x2"] and not notes
+    again, _ = baselines.with_measurement(both, _measurement([2.2] * 9))
+    assert again["machines"]["CPU A x2"]["methods"]["m"]["ratio_to_floor_rounds"] == [2.2] * 9
+    other["config"]["seq_len"] = 128
+    only, notes = baselines.with_measurement(both, other)
+    assert list(only["machines"]) == ["CPU B x2"] and "another setup" in notes[0]
+    text = baselines.dumps(both)
+    assert '"ratio_to_floor_rounds": [3.0, 3.0' in text and json.loads(text) == both
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"format": 2, "config": {"shape": "tiny"', "not readable JSON"),
+    ('[1, 2]', "not a bench perf baseline"),
+    ('{"config": {}, "device": {}, "methods": {}}', "format: none"),
+    (None, "lacks per-round ratios"),
+])
+def test_a_bad_baseline_is_one_line_before_any_measurement(tmp_path, monkeypatch, capsys, content, needle):
+    path = tmp_path / "b.json"
+    if content is None:
+        bad = _baseline([2.0] * 9)
+        del bad["machines"]["CPU A x2"]["methods"]["m"]["ratio_to_floor_rounds"]
+        content = json.dumps(bad)
+    path.write_text(content)
+    monkeypatch.setattr(command, "measure", lambda *a, **k: pytest.fail("measured before validating"))
+    assert cli.main(["perf", "--check", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_injected_slowdown_stretches_the_timed_step():
+    ticks = iter([0.0, 0.1, 0.1, 0.12, 0.131, 0.131])  # start, step done (x2), busy-waiting, read
+    clock = type("Clock", (), {"now": lambda self: next(ticks)})()
+    contender = Contender("m", lambda step, profile: None, model=None, trainable=0, tokens=1)
+    contender.slowdown = 1.3  # the step took 0.1: it busy-waits until 0.13 on the same clock
+    assert contender.run(1, clock) == [0.131]
+
+
+def test_instruction_counter_counts_or_says_why():
+    counter, reason = open_instruction_counter()
+    if counter is None:
+        assert reason
+    else:
+        assert counter.count(lambda: sum(range(10000))) > 10000
+        counter.close()
+
+
+@pytest.mark.slow
+def test_cli_update_check_repeat_and_summary(tmp_path, monkeypatch, capsys):
     path = tmp_path / "base.json"
-    args = ["perf", "--shape", "tiny", "--methods", "lora", "--batch-size", "2", "--seq-len", "32", "--rounds", "3",
-            "--steps-per-round", "2", "--no-progress"]
+    args = ["perf", "--shape", "tiny", "--methods", "lora", "--batch-size", "2", "--seq-len", "32", "--rounds", "5",
+            "--steps-per-round", "1", "--threads", "1", "--clock", "cpu", "--no-progress"]
     assert cli.main([*args, "--check", str(path), "--update"]) == 0
-    assert json.loads(path.read_text())["methods"]["lora"]["trainable_params"] == 65536
+    data = baselines.load(path)
+    assert (data["config"]["threads"], data["config"]["clock"], len(data["machines"])) == (1, "cpu", 1)
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     code = cli.main(["perf", "--check", str(path), "--no-progress", "--json", str(tmp_path / "now.json")])
     assert code in (0, 1) and "bench perf --check" in summary.read_text()
     assert json.loads((tmp_path / "now.json").read_text())["config"]["seq_len"] == 32  # the baseline's setup
+    capsys.readouterr()
+    assert cli.main(["perf", "--check", str(path), "--repeat", "1", "--inject-slowdown", "lora=1.5"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "check 1/1:" in out and "detection: " in out and "/1 checks failed on the injected slowdown" in out
     assert cli.main(["perf", "--check", str(tmp_path / "missing.json"), "--no-progress"]) == 2
-    # re-recording an existing baseline keeps its setup unless options say otherwise
-    assert cli.main(["perf", "--check", str(path), "--update", "--no-progress", "--rounds", "2"]) == 0
-    config = json.loads(path.read_text())["config"]
-    assert (config["shape"], config["seq_len"], config["methods"], config["rounds"]) == ("tiny", 32, ["lora"], 2)
 
 
-@pytest.mark.parametrize("args, needle", [(["--start-step", "-1"], "--start-step"), (["--rounds", "0"], "--rounds"),
-                                          (["--methods", "nosuch"], "unknown method 'nosuch'")])
+@pytest.mark.parametrize("args, needle", [
+    (["--start-step", "-1"], "--start-step"), (["--rounds", "0"], "--rounds"),
+    (["--methods", "nosuch"], "unknown method 'nosuch'"),
+    (["--methods", "lora", "--inject-slowdown", "dora=1.3"], "--inject-slowdown 'dora=1.3'"),
+    (["--methods", "lora", "--inject-slowdown", "lora=fast"], "METHOD=FACTOR"),
+    (["--methods", "lora", "--repeat", "3"], "--repeat and --inject-slowdown work with --check"),
+    (["--methods", "lora", "--clock", "cpu"], "--clock cpu times one thread"),
+])
 def test_bad_perf_options_are_one_line(args, needle, capsys):
     assert cli.main(["perf", "--shape", "tiny", "--no-progress", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_profile_breakdown_counts_losia_pro_gathers_per_step(capsys):
     """Outside its profiling windows every LoSiA-Pro target gathers x[:, C] in forward and
     grad_out[:, R] in backward: 2 gathers per target per step, none in the floor."""

@@ -216,7 +216,7 @@ def test_forgetting_and_sequential_tables(tmp_path: Path, results: Path) -> None
     assert lora.cells["arc_e"].mean == pytest.approx(5.0) and losia.cells["Mean"].mark == "untested"  # one run each
     seq = _table(tables, "sequential")
     lora, losia = (next(r for r in seq.rows if r.keys[1].startswith(m)) for m in ("lora", "losia"))
-    assert lora.cells["final_acc"].mean == pytest.approx(60.0)  # (0.5 + 0.6 + 0.7) / 3
+    assert lora.cells["final_avg_acc"].mean == pytest.approx(60.0)  # (0.5 + 0.6 + 0.7) / 3
     assert lora.cells["bwt"].mean == pytest.approx(-15.0)  # ((0.5 - 0.7) + (0.6 - 0.7)) / 2
     assert losia.cells["bwt"].mark == "untested" and losia.cells["forgetting_mean"].mean == pytest.approx(4.5)
     matrix = _table(tables, "sequential_matrix")

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness import cli, records
+from harness import cli, driver, records
 
 BASE = ["run", "--model", "tiny-llama", "--tasks", "synthetic", "--max-steps", "4", "--eval-limit", "12",
         "--executor", "inline", "--no-progress", "--set", "eval_batch_size=8"]
@@ -101,6 +101,8 @@ def test_worker_process_executor(tmp_path):
     assert rec["status"] == "ok" and rec["costs"]["peak_rss_bytes"][0] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_readme_tiny_command_with_default_retention(tmp_path):
     """The README's first check (arc_e on tiny-llama) with its default retention set: every other
     commonsense task is scored before and after, so each must fit the tiny model's context."""
@@ -114,9 +116,48 @@ def test_readme_tiny_command_with_default_retention(tmp_path):
     assert retention <= set(df[df.metric == "forgetting"].task)
 
 
+@pytest.mark.needs_data
 def test_eval_refuses_an_unresolvable_model_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = ["eval", "--model", "nosuch-org/nosuch-model", "--tasks", "arc_e", "--out", str(tmp_path)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "could not load model 'nosuch-org/nosuch-model'" in err
+
+
+EVAL = ["eval", "--model", "tiny-llama", "--tasks", "synthetic", "--eval-limit", "12", "--set", "eval_batch_size=8",
+        "--no-progress"]
+
+
+def test_eval_records_a_model_only_run(tmp_path, capsys):
+    assert cli.main([*EVAL, "--out", str(tmp_path)]) == 0
+    [run] = (tmp_path / "runs").iterdir()
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["status"] == "ok" and rec["config"]["method"] == "none" and rec["config"]["train"]["eval_limit"] == 12
+    assert [(e["task"], e["phase"]) for e in rec["evals"]] == [("synthetic", "eval")]
+    assert len(records.read_jsonl(run / "samples" / "eval" / "synthetic.jsonl")) == 12
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert set(df.phase) == {"eval"} and "synthetic" in capsys.readouterr().out
+
+
+def test_a_failed_evaluation_is_recorded_like_a_failed_run(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("scorer broke")
+
+    monkeypatch.setattr(driver, "evaluate_task", broken)
+    assert cli.main([*EVAL, "--out", str(tmp_path)]) == 1
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert rec["status"] == "failed" and rec["error"]["type"] == "RuntimeError" and rec["ended"]
+    assert "FAILED (RuntimeError: scorer broke)" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "results.csv").status.tolist() == ["failed"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "lr=1e-3"], "not an evaluation key; valid: eval_batch_size, eval_limit, num_beams, max_new_tokens"),
+    (["--set", "num_beams=two"], "'num_beams' of the evaluation: expected a number"),
+])
+def test_eval_takes_only_evaluation_keys(tmp_path, capsys, args, needle):
+    assert cli.main([*EVAL, "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err
+    assert not (tmp_path / "runs").exists()

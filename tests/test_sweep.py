@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from harness import cli, records, sweep
+from harness import cli, plan, records, sweep
 from harness.config import RunConfig
 from harness.driver import validation_items
+from harness.sweep.grid import grid, points
 from tasks import registry as tasks
 
 SWEEP = """
@@ -33,12 +34,18 @@ def _write(tmp_path, text, name="s.yaml"):
 
 
 def _ids(argv):
-    return [cfg.run_id for cfg in cli.plan_runs(cli.build_parser().parse_args(argv))]
+    """The run ids ``bench run ARGV`` would plan."""
+    return [cfg.run_id for cfg in plan.runs(cli.run_grid(cli.build_parser().parse_args(argv)))]
 
 
+def _planned(spec):
+    return [cfg for point in points(spec) for cfg in plan.runs(grid(spec, point))]
+
+
+@pytest.mark.needs_data
 def test_a_sweep_has_the_run_ids_of_the_equivalent_bench_run_commands(tmp_path):
     spec = sweep.load(_write(tmp_path, SWEEP))
-    got = [cfg.run_id for point in sweep.points(spec) for cfg in sweep.plans(spec, point)]
+    got = [cfg.run_id for cfg in _planned(spec)]
     common = ["run", "--model", "tiny-llama", "--tasks", "synthetic,arc_e", "--per-task", "--seeds", "0,1",
               "--retention", "none", "--max-steps", "2", "--eval-limit", "6", "--set", "eval_batch_size=8"]
     lora = ["--methods", "lora", "--set", "lora.r=4", "--set", "lora.lora_alpha=8"]
@@ -59,13 +66,14 @@ lora = {lr = [1e-4, 3e-3], "lora.r" = 4}
 full = {}
 """, "s.toml")
     spec = sweep.load(toml)
-    assert sorted(cfg.run_id for p in sweep.points(spec) for cfg in sweep.plans(spec, p)) == sorted(want)
+    assert sorted(cfg.run_id for cfg in _planned(spec)) == sorted(want)
 
 
+@pytest.mark.needs_data
 def test_dry_run_lists_statuses_and_the_resubmission_policy(tmp_path, capsys):
     path = _write(tmp_path, SWEEP)
     spec = sweep.load(path)
-    cfgs = [cfg for p in sweep.points(spec) for cfg in sweep.plans(spec, p)]
+    cfgs = _planned(spec)
     for cfg, status, error in zip(cfgs, ["ok", "failed", "running", "failed"], [None, "OutOfMemoryError", None,
                                                                                 "KeyboardInterrupt"]):
         records.atomic_write_json(records.run_dir(tmp_path, cfg.run_id) / "run.json",
@@ -87,6 +95,7 @@ def test_dry_run_lists_statuses_and_the_resubmission_policy(tmp_path, capsys):
 @pytest.mark.parametrize("text, needle", [
     ("methods: [lora]\ntasks: [synthetic]\nnosuch: 1\n", "unknown key(s) nosuch"),
     ("methods: [lora]\ntasks: [synthetic]\nbudget: {max_steps: 2, epochs: 1}\n", "max_steps or epochs"),
+    ("methods: [lora]\ntasks: [synthetic]\nbudget: {max_steps: 2.5}\n", "max_steps '2.5' is not an integer"),
     ("methods: [lora]\ntasks: [synthetic]\nset: {dora.r: 4}\n", "not a method of the sweep"),
     ("methods: [lora]\ntasks: [synthetic]\nset: {nosuch: 4}\n", "unknown trainer key"),
     ("methods: [lora]\ntasks: [synthetic]\nselect: {over: lr, metric: acc}\n", "select.metric"),
@@ -111,6 +120,7 @@ def test_validation_items_are_training_items_held_out_of_training():
     assert "validation" not in RunConfig(**{**cfg.__dict__, "validation": 0}).resolved()  # old run ids kept
 
 
+@pytest.mark.slow
 def test_select_tunes_lr_on_validation_accuracy_then_runs_the_chosen_lr(tmp_path, capsys):
     path = _write(tmp_path, """
 model: tiny-llama

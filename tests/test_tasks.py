@@ -4,17 +4,27 @@ from __future__ import annotations
 import bz2
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tasks import commonsense, hub, registry, sources, synthetic
-from tasks.commonsense import SPECS
+from tasks import configured, registry, sources, synthetic, taskfile
 from tasks.sources import DataError, DataSource
 from tasks.splits import carve
+from tasks.taskfile import FileRef
 
-SHARED = sources.DEFAULT_DATA_DIR
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"offline benchmark data not at {SHARED}")
+SHARED = sources.resolve_data_dir()[0]  # the configured folder (tests/conftest.py)
+needs_shared = pytest.mark.needs_data
+SPECS = registry.suites()["commonsense"]
+
+
+def spec(name: str) -> taskfile.TaskSpec:
+    return taskfile.builtin()[0][name]
+
+
+def load(name: str, source: DataSource):
+    return configured.load(spec(name), source)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +32,7 @@ def shared() -> dict[str, object]:
     if not SHARED.is_dir():
         pytest.skip(f"offline benchmark data not at {SHARED}")
     src = DataSource(SHARED, "test")
-    return {name: commonsense.load(spec, src) for name, spec in SPECS.items()}
+    return {name: load(name, src) for name in SPECS}
 
 
 def by_id(data, ex_id: str):
@@ -36,7 +46,7 @@ FIRST_RECORDS = {
     "boolq": ("test-0", "does ethanol take more energy make that produces", 2, 0, "no"),
     "piqa": ("test-1", "dresser", 2, 1, "replace drawer with bobby pin"),
     "siqa": ("test-0", "Tracy didn't go home that evening and resisted Riley's attacks. What", 3, 2, "make a new plan"),
-    "hellaswag": ("test-0", "Roof shingle removal: A man is sitting on a roof. he", 4, 3, "is using wrap to wrap a pair of skis."),
+    "hellaswag": ("test-0", "Roof shingle removal: A man is sitting on a roof. He", 4, 3, "is using wrap to wrap a pair of skis."),
     "winogrande": ("test-0", "Sarah was a much better surgeon than Maria so _ always", 2, 1, "Sarah"),
     "arc_e": ("test-0", "Which statement best explains why photosynthesis", 4, 0, "Sunlight is the source of energy for nearly all ecosystems."),
     "arc_c": ("test-0", "An astronomer observes that a planet rotates faster", 4, 2, "Planetary density will decrease."),
@@ -48,6 +58,7 @@ SIZES = {  # task -> (train, test) after splitting
 }
 
 
+@needs_shared
 @pytest.mark.parametrize("name", list(SPECS))
 def test_first_record_parses(shared, name):
     ex_id, question, n, gold, first = FIRST_RECORDS[name]
@@ -58,34 +69,42 @@ def test_first_record_parses(shared, name):
     assert ex.output == f"the correct answer is {ex.answer}"
 
 
+@needs_shared
 @pytest.mark.parametrize("name", list(SPECS))
 def test_sizes_and_checksums(shared, name):
     data = shared[name]
     assert (len(data.train), len(data.test)) == SIZES[name]
-    assert data.checksums == {rel: sources.PINNED[rel] for rel in SPECS[name].files()}
+    refs = [spec(name).test] + ([spec(name).train] if isinstance(spec(name).train, FileRef) else [])
+    assert data.checksums == {ref.path: ref.sha256 for ref in refs} and all(ref.sha256 for ref in refs)
 
 
-def test_boolq_requests(shared):
+@needs_shared
+def test_boolq_requests_are_lm_evals_without_a_passage(shared):
     ex = by_id(shared["boolq"], "test-1")
     assert ex.answer == "true" and ex.gold == 1
     assert registry.get("boolq").requests(ex) == [
-        ("is house tax and property tax are same?\nAnswer:", " no"),
-        ("is house tax and property tax are same?\nAnswer:", " yes"),
+        ("\nQuestion: is house tax and property tax are same?\nAnswer:", " no"),
+        ("\nQuestion: is house tax and property tax are same?\nAnswer:", " yes"),
     ]
 
 
-def test_generic_requests(shared):
-    ex = by_id(shared["obqa"], "test-1")
-    reqs = registry.get("obqa").requests(ex)
-    assert reqs[0] == ("Question: There is most likely going to be fog around:\nAnswer:", " a marsh")
-    assert len({c for c, _ in reqs}) == 1
+@needs_shared
+def test_lm_eval_request_templates(shared):
+    obqa = registry.get("obqa").requests(by_id(shared["obqa"], "test-1"))
+    assert obqa[0] == ("There is most likely going to be fog around:", " a marsh")  # lm-eval: the bare stem
+    arc = registry.get("arc_e").requests(by_id(shared["arc_e"], "test-0"))
+    assert arc[0][0].startswith("Question: Which statement") and arc[0][0].endswith("\nAnswer:")
+    siqa = registry.get("siqa").requests(by_id(shared["siqa"], "test-0"))
+    assert siqa[0] == ("Q: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do "
+                       "before this?\nA:", " make a new plan")
 
 
-def test_hellaswag_format(shared):
+@needs_shared
+def test_hellaswag_gets_lm_evals_preprocessing_offline(shared):
     ex = by_id(shared["hellaswag"], "test-0")
     assert ex.instruction == (
         "Please choose the correct ending to complete the given sentence: Roof shingle removal: A man is sitting on a "
-        "roof. he\n\nEnding1: is using wrap to wrap a pair of skis. Ending2: is ripping level tiles off. Ending3: is "
+        "roof. He\n\nEnding1: is using wrap to wrap a pair of skis. Ending2: is ripping level tiles off. Ending3: is "
         "holding a rubik's cube. Ending4: starts pulling up roofing on a roof.\n\nAnswer format: "
         "ending1/ending2/ending3/ending4"
     )
@@ -93,6 +112,7 @@ def test_hellaswag_format(shared):
     assert registry.get("hellaswag").requests(ex)[3] == (ex.question, " starts pulling up roofing on a roof.")
 
 
+@needs_shared
 def test_winogrande_partial_contexts(shared):
     ex = by_id(shared["winogrande"], "test-0")
     assert registry.get("winogrande").requests(ex) == [
@@ -101,6 +121,7 @@ def test_winogrande_partial_contexts(shared):
     ]
 
 
+@needs_shared
 def test_arc_variable_choice_counts(shared):
     counts = {len(ex.choices) for ex in shared["arc_e"].test}
     assert counts == {3, 4, 5}
@@ -134,7 +155,7 @@ def write(root: Path, rel: str, content: str | bytes) -> Path:
 def test_checksum_mismatch_names_path_and_remedy(tmp_path):
     path = write(tmp_path, PIQA_REL, json.dumps([piqa_record("g", "a", "b", "solution1")]))
     with pytest.raises(DataError) as err:
-        commonsense.load(SPECS["piqa"], DataSource(tmp_path, "test"))
+        load("piqa", DataSource(tmp_path, "test"))
     msg = str(err.value)
     assert str(path) in msg and "checksum mismatch" in msg
     assert "--data-dir" in msg and sources.DATA_ENV in msg
@@ -144,13 +165,13 @@ def test_custom_pins_accept_fixture(tmp_path):
     raw = json.dumps([piqa_record(f"goal {i}", "a", "b", "solution2") for i in range(10)])
     write(tmp_path, PIQA_REL, raw)
     pins = {PIQA_REL: hashlib.sha256(raw.encode()).hexdigest()}
-    data = commonsense.load(SPECS["piqa"], DataSource(tmp_path, "test", pinned=pins))
+    data = configured.load(replace(spec("piqa"), test=FileRef(PIQA_REL, pins[PIQA_REL])), DataSource(tmp_path, "test"))
     assert len(data.train) == 3 and len(data.test) == 7 and data.checksums == pins
 
 
 def test_missing_files_listed_with_hub_hint(tmp_path):
     with pytest.raises(DataError) as err:
-        commonsense.load(SPECS["arc_e"], DataSource(tmp_path, "test"))
+        load("arc_e", DataSource(tmp_path, "test"))
     msg = str(err.value)
     assert str(tmp_path / "llm-adapters/dataset/ARC-Easy/test.json") in msg
     assert str(tmp_path / "llm-adapters/dataset/ARC-Easy/train.json") in msg
@@ -165,7 +186,7 @@ def test_hub_failure_is_a_data_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError) as err:
-        commonsense.load(SPECS["arc_e"], DataSource(tmp_path, "test", hub=True))
+        load("arc_e", DataSource(tmp_path, "test", hub=True))
     msg = str(err.value)
     assert "hub fallback failed" in msg and "unreachable" in msg and str(tmp_path) in msg
 
@@ -178,19 +199,38 @@ def test_hub_rows_become_parseable_records(tmp_path, monkeypatch):
         "test": [{"question": "Q2?", "choices": {"text": ["p", "q"], "label": ["1", "2"]}, "answerKey": "1"}],
     }
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name, split: rows[split])
-    data = commonsense.load(SPECS["arc_e"], DataSource(tmp_path, "test", hub=True))
+    data = load("arc_e", DataSource(tmp_path, "test", hub=True))
     assert data.train[0].choices == ("x", "y", "z") and data.train[0].gold == 2
     assert data.test[0].question == "Q2?" and data.test[0].gold == 0
     assert data.source.startswith("hub:") and "hub" in data.split_note
 
 
-def test_hub_hellaswag_and_winogrande_converters():
-    hs = hub.hellaswag({"activity_label": "Cooking", "ctx_a": "A man cuts.", "ctx_b": "he", "label": "1",
-                        "endings": ["e1 [title] x", "e2", "e3", "e4"]})
-    ex = commonsense.parse_record(SPECS["hellaswag"], hs, "test-0")
-    assert ex.question == "Cooking: A man cuts. He" and ex.choices[0] == "e1. x" and ex.gold == 1
-    wg = hub.winogrande({"sentence": "A _ b.", "option1": "x", "option2": "y", "answer": "2"})
-    assert commonsense.parse_record(SPECS["winogrande"], wg, "test-0").gold == 1
+def test_hub_rows_of_every_task_give_the_offline_text(tmp_path, monkeypatch):
+    """Hub rows go through the same field mapping and preprocessing as the offline files."""
+    import datasets
+
+    rows = {
+        "hellaswag": {"activity_label": "Cooking", "ctx_a": "A man cuts.", "ctx_b": "he", "label": "1",
+                      "endings": ["e1 [title] x", "e2", "e3", "e4"]},
+        "winogrande": {"sentence": "A _ b.", "option1": "x", "option2": "y", "answer": "2"},
+        "siqa": {"context": "Kai ran.", "question": "Why?", "answerA": "a", "answerB": "b", "answerC": "c", "label": "3"},
+        "boolq": {"question": "is it", "answer": True, "passage": "p"},
+    }
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name, split: [rows[task]])
+    for task, (question, first, gold) in {"hellaswag": ("Cooking: A man cuts. He", "e1. x", 1),
+                                          "winogrande": ("A _ b.", "x", 1), "siqa": ("Kai ran. Why?", "a", 2),
+                                          "boolq": ("is it?", "no", 1)}.items():
+        ex = load(task, DataSource(tmp_path, "test", hub=True)).test[0]
+        assert (ex.question, ex.choices[0], ex.gold) == (question, first, gold), task
+    assert ex.instruction == ("Please answer the following question with true or false, question: is it?\n\n"
+                              "Answer format: true/false") and ex.answer == "true"
+
+
+def test_hellaswag_text_recovers_ctx_b_for_lm_evals_capitalisation(tmp_path):
+    text = "Roofing: A man sits. the man\n0\na\nb\nc\nd\nHow to cook: Boil water.\n1\na\nb\nc\nd\n"
+    rows = configured.read_hellaswag_text(write(tmp_path, "h.txt", text))
+    assert (rows[0]["activity_label"], rows[0]["ctx_a"], rows[0]["ctx_b"]) == ("Roofing", "A man sits.", "the man")
+    assert rows[1]["ctx_b"] == "" and configured.hellaswag(rows[0])["query"] == "Roofing: A man sits. The man"
 
 
 @pytest.mark.parametrize("content, where", [
@@ -199,21 +239,23 @@ def test_hub_hellaswag_and_winogrande_converters():
     (json.dumps([piqa_record("g", "a", "b", "solution1")] * 2 + [piqa_record("g", "a", "b", "solution3")]), "record 2: answer 'solution3' is not among"),
     (json.dumps([{"instruction": "Please choose the correct solution to the question: g\n\nSolution1: a\n\nAnswer format: solution1/solution2",
                   "input": "", "output": "", "answer": "solution1"}]), "record 0: no 'Solution2:' option"),
-    (json.dumps({"not": "a list"}), "expected a JSON list"),
+    (json.dumps({"not": "a list"}), "expected a non-empty JSON list"),
+    (json.dumps({"goal": "g", "sol1": "a", "sol2": "b"}) + "\n" + json.dumps({"goal": "h", "sol1": "a", "sol2": "b"}),
+     "it looks like JSON lines"),
 ])
 def test_malformed_records_name_file_and_index(tmp_path, content, where):
     path = write(tmp_path, PIQA_REL, content)
     with pytest.raises(DataError) as err:
-        commonsense.load(SPECS["piqa"], DataSource(tmp_path, "test", verify=False))
+        load("piqa", DataSource(tmp_path, "test", verify=False))
     assert str(path) in str(err.value) and where in str(err.value)
 
 
 def test_malformed_hellaswag_names_record(tmp_path):
     good = "ctx\n0\na\nb\nc\nd\n"
-    path = write(tmp_path, commonsense.HELLASWAG_FILE, bz2.compress((good + "ctx2\n7\na\nb\nc\nd\n").encode()))
-    with pytest.raises(DataError, match="record 1"):
-        commonsense.load(SPECS["hellaswag"], DataSource(tmp_path, "test", verify=False))
-    assert str(path) in str(pytest.raises(DataError, commonsense.read_hellaswag, path).value)
+    path = write(tmp_path, spec("hellaswag").test.path, bz2.compress((good + "ctx2\n7\na\nb\nc\nd\n").encode()))
+    with pytest.raises(DataError, match="record 1") as err:
+        load("hellaswag", DataSource(tmp_path, "test", verify=False))
+    assert str(path) in str(err.value)
 
 
 # --- splits ---------------------------------------------------------------------------------
@@ -232,6 +274,7 @@ def test_carve_caps_at_1000():
     assert len(train) == 1000 and len(test) == 9000 and test == sorted(test)
 
 
+@needs_shared
 def test_carved_task_never_trains_on_test_text(shared):
     data = shared["siqa"]
     assert not {ex.instruction for ex in data.train} & {ex.instruction for ex in data.test}
@@ -239,6 +282,7 @@ def test_carved_task_never_trains_on_test_text(shared):
     assert "carved" in data.split_note and data.test == sorted(data.test, key=lambda e: int(e.id.split("-")[1]))
 
 
+@needs_shared
 def test_official_train_overlap_dropped(shared):
     note = shared["arc_e"].split_note
     assert "2 train items identical to test items dropped" in note
@@ -259,7 +303,8 @@ def test_synthetic_deterministic_and_disjoint():
 # --- registry ---------------------------------------------------------------------------------
 
 def test_registry_names_suites_and_errors():
-    assert registry.expand("commonsense") == list(SPECS) and list(SPECS) == registry.SUITES["commonsense"]
+    assert registry.expand("commonsense") == SPECS == ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e",
+                                                       "arc_c", "obqa"]
     assert registry.expand("boolq, arc_e,boolq") == ["boolq", "arc_e"]
     assert registry.expand("synthetic commonsense")[:2] == ["synthetic", "boolq"]
     with pytest.raises(registry.UnknownTask) as err:
@@ -267,7 +312,8 @@ def test_registry_names_suites_and_errors():
     assert "nope" in str(err.value) and "arc_c" in str(err.value) and "commonsense" in str(err.value)
     lines = registry.describe()
     assert [line.split()[0] for line in lines[:-2]] == registry.names() and lines[-2].startswith("suites:")
-    assert "file:PATH" in lines[-1] and "lm-eval:NAME" in lines[-1]
+    assert registry.names()[:8] == SPECS and "gsm8k" in registry.names()
+    assert "file:PATH" in lines[-1] and "lm-eval:NAME" in lines[-1] and "task.yaml" in lines[-1]
     assert "train: carved from test" in next(line for line in lines if line.startswith("piqa "))
 
 
@@ -290,7 +336,7 @@ def test_malformed_commonsense_file_through_the_cli_is_one_line(tmp_path, capsys
     from harness import cli
 
     path = write(tmp_path, PIQA_REL, json.dumps([piqa_record("g", "a", "b", "solution1"), {"instruction": "x"}]))
-    monkeypatch.setattr(sources.DataSource, "checked", lambda self, rel: (self.root / rel, "unpinned"))
+    monkeypatch.setattr(sources, "current", lambda: DataSource(tmp_path, "test", verify=False))
     monkeypatch.setenv(sources.DATA_ENV, str(tmp_path))
     for command in (["eval"], ["run", "--methods", "lora", "--executor", "inline"]):
         assert cli.main([*command, "--model", "tiny-llama", "--tasks", "piqa", "--out", str(tmp_path / "out")]) == 2
@@ -298,6 +344,7 @@ def test_malformed_commonsense_file_through_the_cli_is_one_line(tmp_path, capsys
         assert "\n" not in err and f"{path}: record 1: missing or non-text field" in err
 
 
+@needs_shared
 def test_tiny_model_context_fits_every_commonsense_request():
     """tiny-llama scores with byte tokens: its context must hold the longest request of any task."""
     from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer

@@ -14,7 +14,7 @@ import multiprocessing as mp
 from typing import Any, Sequence
 
 from harness.config import RunConfig
-from harness.executors import ExecutorOptions, Finished, Job, run_resolved, settle
+from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved, settle
 
 
 PRELOAD = ["harness.driver", "peft", "transformers.models.llama.modeling_llama"]  # the built-in models are Llamas

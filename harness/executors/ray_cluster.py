@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from harness.config import RunConfig
-from harness.executors import ExecutorOptions, Finished, Job, run_resolved, settle
+from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved, settle
 
 
 def _wants_gpu(ray: Any, device: str) -> bool:

@@ -9,10 +9,10 @@ to the shared ``--out`` folder like any other run, so it must be on a filesystem
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 from harness.config import RunConfig
-from harness.executors import ExecutorOptions, Finished, Job, run_resolved, settle
+from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved, settle
 
 POLL_S = 2.0  # how often job states are checked (submitit caches sacct answers between checks)
 

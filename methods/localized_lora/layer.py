@@ -1,4 +1,4 @@
-"""Block-structured low-rank adapters for one ``nn.Linear`` (Localized LoRA, spec localized_lora.md).
+"""Block-structured low-rank adapters for one ``nn.Linear`` (Localized LoRA; SPEC.md, "Forward").
 
 W0 (m x n) is cut into a K x K grid of (m/K) x (n/K) blocks. Two structures share this layer:
 

@@ -1,135 +1,19 @@
-"""Sensitivity-LoRA (spec sensitivity_lora.md): per-matrix LoRA ranks from second-order sensitivity.
+"""Sensitivity-LoRA (SPEC.md beside this file): per-matrix LoRA ranks from second-order sensitivity.
 
 Inside ``adapt()`` (timed and memory-tracked by the driver as calibration): estimate the diagonal
 Hessian of every target weight on N calibration batches, score each matrix, allocate ranks under
 uniform LoRA's parameter budget, then hand a plain peft ``LoraConfig`` with ``rank_pattern`` /
 ``alpha_pattern`` to the shared peft path. Training is ordinary LoRA.
+
+``config`` holds the knobs, ``sensitivity`` scores matrices, ``allocation`` turns scores into
+ranks, ``model`` puts them together on a model.
 """
 from __future__ import annotations
 
-import itertools
-import re
-from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
-
-from methods.base import Adapted, MethodSpec, TrainContext
-from methods.peft_tuners import ALL_LINEAR, METHODS as PEFT_METHODS, PeftAdapted, _adapt_peft
-from methods.sensitivity_lora.allocation import allocate
-from methods.sensitivity_lora.sensitivity import ESTIMATORS, LOCAL_METRICS, combine, diag_hessian, local_sensitivity
-
-
-@dataclass
-class SensitivityLoraConfig:
-    """LoRA fields keep our LoRA defaults (peft names); the rest steer calibration and allocation.
-
-    ``beta`` = 1 scores by global sensitivity only, 0 by local only (presets ``global-only`` /
-    ``local-only``). ``r_min`` = 0 lets a matrix drop out of adaptation; ``r_max`` caps a rank
-    (ranks are always capped at full rank min(out, in)).
-    """
-
-    r: int = 32
-    lora_alpha: float = 64.0
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
-    calibration_batches: int = 8
-    estimator: str = "fisher"
-    local_metric: str = "effective_rank"
-    topk_fraction: float = 0.01
-    beta: float = 0.5
-    r_min: int = 0
-    r_max: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.local_metric not in LOCAL_METRICS:
-            raise ValueError(f"local_metric must be one of {LOCAL_METRICS}, got {self.local_metric!r}")
-        if self.calibration_batches < 1 or self.r < 1:
-            raise ValueError("calibration_batches and r must be >= 1")
-
-
-def find_targets(model: nn.Module, target_modules: list[str]) -> dict[str, nn.Linear]:
-    """The nn.Linear modules peft's own matcher would adapt for ``target_modules``."""
-    from peft import LoraConfig
-    from peft.tuners.tuners_utils import check_target_module_exists
-
-    probe = LoraConfig(target_modules=target_modules)
-    found = {n: m for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and check_target_module_exists(probe, n)}
-    if not found:
-        raise ValueError(f"no nn.Linear matches target_modules={target_modules}")
-    return found
-
-
-def sensitivities(model: nn.Module, targets: dict[str, nn.Linear], cfg: SensitivityLoraConfig,
-                  ctx: TrainContext) -> dict[str, dict[str, float]]:
-    """Global, local and combined sensitivity per target from ``cfg.calibration_batches`` batches.
-
-    Only the target weights require grad meanwhile (nothing else is differentiated); flags and
-    train/eval mode are restored, and the Hessian buffers are dropped before returning.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        weights = {n: m.weight.requires_grad_(True) for n, m in targets.items()}
-        model.eval()
-        batches = itertools.islice(ctx.calibration_batches(), cfg.calibration_batches)
-        h = diag_hessian(model, weights, batches, cfg.estimator, ctx.seed)
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
-    g = {n: float(h[n].sum()) for n in targets}
-    loc = {n: local_sensitivity(h.pop(n), cfg.local_metric, cfg.topk_fraction) for n in targets}
-    score = combine(g, loc, cfg.beta)
-    return {n: {"global": g[n], "local": loc[n], "score": score[n]} for n in targets}
-
-
-def lora_config(cfg: SensitivityLoraConfig, ranks: dict[str, int]) -> Any:
-    """peft LoraConfig adapting only rank > 0 matrices, alpha_w / r_w = lora_alpha / r everywhere."""
-    from peft import LoraConfig
-
-    kept = [n for n, r in ranks.items() if r > 0]
-    return LoraConfig(
-        r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=kept,
-        rank_pattern={re.escape(n): ranks[n] for n in kept},
-        alpha_pattern={re.escape(n): ranks[n] * cfg.lora_alpha / cfg.r for n in kept},
-        task_type="CAUSAL_LM",
-    )
-
-
-class SensitivityAdapted(PeftAdapted):
-    """Plain peft LoRA training; ``record()`` adds the allocation and the sensitivities."""
-
-    def __init__(self, base: PeftAdapted, facts: dict[str, Any]) -> None:
-        super().__init__(base.model, base.params, base.ctx, base.optimizer, base.scheduler)
-        self.facts = facts
-
-    def record(self) -> dict[str, Any]:
-        return {"peft_type": super().record()["peft_type"], **self.facts}
-
-
-def adapt(model: nn.Module, cfg: SensitivityLoraConfig, ctx: TrainContext) -> Adapted:
-    targets = find_targets(model, cfg.target_modules)
-    shapes = {n: (m.out_features, m.in_features) for n, m in targets.items()}
-    if ctx.calibration_batches is None:
-        raise ValueError("sensitivity-lora needs calibration batches (TrainContext.calibration_batches)")
-    sens = sensitivities(model, targets, cfg, ctx)
-    ranks = allocate({n: s["score"] for n, s in sens.items()}, shapes, cfg.r, cfg.r_min, cfg.r_max)
-    facts = {
-        "calibration": f"{cfg.estimator}, {cfg.calibration_batches} batches",
-        "budget_params": cfg.r * sum(sum(s) for s in shapes.values()),
-        "allocated_params": sum(ranks[n] * sum(shapes[n]) for n in targets),
-        "ranks": ranks,
-        "excluded": [n for n, r in ranks.items() if r == 0],
-        "sensitivity": sens,
-    }
-    return SensitivityAdapted(_adapt_peft(model, lora_config(cfg, ranks), ctx), facts)
-
+from methods.base import MethodSpec
+from methods.peft_tuners import METHODS as PEFT_METHODS
+from methods.sensitivity_lora.config import SensitivityLoraConfig
+from methods.sensitivity_lora.model import adapt
 
 _LORA_PAPER = next(s for s in PEFT_METHODS if s.name == "lora").presets["paper"]
 

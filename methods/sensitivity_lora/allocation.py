@@ -1,9 +1,9 @@
 """Integer LoRA ranks proportional to sensitivity under uniform LoRA's parameter budget.
 
 Matrices of different shapes (GQA k/v, MLP) cost different parameters per rank, c_w = d_in + d_out,
-so the budget is uniform LoRA's *parameters*, P = r * sum_w c_w (spec's choice), and ranks stay
+so the budget is uniform LoRA's *parameters*, P = r * sum_w c_w (SPEC.md's choice), and ranks stay
 proportional to sensitivity: r_w = clip(lam * S_w, lo_w, hi_w) with lam solving sum r_w c_w = P.
-With equal shapes this is r_w = R S_w / sum S with R = r * (number of targets), the spec's rule;
+With equal shapes this is r_w = R S_w / sum S with R = r * (number of targets), SPEC.md's rule;
 with equal sensitivities it is uniform LoRA.
 
 Rounding: floors, then +1 by largest fractional remainder while the increment still fits in the

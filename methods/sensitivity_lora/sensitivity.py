@@ -1,4 +1,4 @@
-"""Per-matrix sensitivity from a diagonal Hessian estimate (spec sensitivity_lora.md, "Sensitivity").
+"""Per-matrix sensitivity from a diagonal Hessian estimate (SPEC.md, "Sensitivity").
 
 dE ~ 1/2 sum_i h_ii dw_i^2 near a minimum with a diagonally dominant Hessian, so the diagonal
 entries h_ii score weights; a matrix is scored by their sum (global) and by how they are spread

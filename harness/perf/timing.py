@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,8 @@ from harness import machineload
 from harness.config import TrainConfig, build_configs
 from harness.measure import SavedTensorBytes, StepClock, count_flops, percentile, total_params
 from harness.models import SMOLLM2_SHAPES, TINY_LLAMA_CONFIG, build_llama
-from harness.opprofile import profile_ops
+from harness.perf.counters import open_instruction_counter
+from harness.perf.opprofile import profile_ops
 from harness.trainer import autocast_for, optimizer_step
 from methods import registry
 from methods.base import TrainContext
@@ -46,6 +48,14 @@ class PerfConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     seed: int = 0
+    # intra-op CPU threads (0: torch's default). The gate baselines use 1: on a shared machine a
+    # descheduled worker thread stalls every op at its barrier, which measures the neighbours
+    threads: int = 0
+    # "wall" (perf_counter, CUDA-synchronised) or "cpu" (this thread's CPU time; needs threads=1)
+    clock: str = "wall"
+    # a test aid for the gate, never for real figures: method -> factor by which each of its
+    # timed steps is stretched (see Contender.run)
+    inject_slowdown: dict[str, float] = field(default_factory=dict)
 
 
 class Contender:
@@ -57,15 +67,39 @@ class Contender:
         self.step = start_step
         self.round_times: list[list[float]] = []
         self.profile: dict[str, int] = {}
+        self.slowdown = 1.0
 
     def run(self, n: int, clock: StepClock) -> list[float]:
+        """Run ``n`` steps, each timed on its own.
+
+        With an injected slowdown (a test aid), the step then busy-waits ``slowdown - 1`` times its
+        own measured time on the same clock inside the timed region, so each timed step takes
+        ``slowdown`` x as long (busy, not asleep: a CPU-time clock must see the extra work).
+        """
         times = []
         for _ in range(n):
             t0 = clock.now()
             self.step_fn(self.step, None)
+            if self.slowdown != 1.0:
+                end = clock.now() + (self.slowdown - 1.0) * (clock.now() - t0)
+                while clock.now() < end:
+                    pass
             times.append(clock.now() - t0)
             self.step += 1
         return times
+
+    def untimed_step(self, profile: dict[str, int] | None = None) -> None:
+        self.step_fn(self.step, profile)
+        self.step += 1
+
+
+class ThreadCpuClock:
+    """CPU time of the calling thread. With one intra-op thread every op runs on it, so this is
+    the step's work without the time the scheduler gave other processes: the gate's clock on a
+    shared machine, where wall time mostly measures the neighbours (issue 18)."""
+
+    def now(self) -> float:
+        return time.thread_time()
 
 
 def _batch(cfg: PerfConfig, vocab: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -97,7 +131,7 @@ def _floor(cfg: PerfConfig, shape: dict[str, Any], device: torch.device, batch: 
 def _method(name: str, cfg: PerfConfig, shape: dict[str, Any], device: torch.device,
             batch: dict[str, torch.Tensor]) -> Contender:
     spec = registry.get(name)
-    method_cfg, train = build_configs(spec, cfg.overrides, None, TrainConfig())
+    method_cfg, train, _ = build_configs(spec, cfg.overrides, None, TrainConfig())
     model = build_llama(shape, seed=cfg.seed).to(device)
     total = 10**9  # long cosine: the LR stays near its peak, as in the middle of a real run
     ctx = TrainContext(lr=train.lr, total_steps=total, warmup_steps=0, grad_clip=train.grad_clip or None,
@@ -121,16 +155,31 @@ def _spread(values: list[float]) -> float:
 
 def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> dict[str, Any]:
     """Time every contender; with ``profile_steps``, profile that many more (untimed) steps each."""
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _measure(cfg, progress, profile_steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, Any]:
     device = torch.device(cfg.device)
     shape = SHAPES[cfg.shape]
     batch = _batch(cfg, shape["vocab_size"], device)
     names = list(dict.fromkeys(cfg.methods))
     contenders = [_floor(cfg, shape, device, batch)] + [_method(n, cfg, shape, device, batch) for n in names]
-    clock = StepClock(device)
-    for c in contenders:  # warm-up, then one profiled (untimed) step each
+    clock = ThreadCpuClock() if cfg.clock == "cpu" else StepClock(device)
+    counter, no_counter = open_instruction_counter() if device.type == "cpu" else (None, "not a CPU run")
+    for c in contenders:  # warm-up, one profiled step, one counted step: all untimed
         c.run(cfg.warmup_steps, clock)
-        c.step_fn(c.step, c.profile)
-        c.step += 1
+        c.untimed_step(c.profile)
+        if counter is not None:
+            c.profile["instructions_per_step"] = counter.count(c.untimed_step)
+        c.slowdown = cfg.inject_slowdown.get(c.name, 1.0)
+    if counter is not None:
+        counter.close()
     bar = tqdm(range(cfg.rounds), desc="perf rounds", disable=not progress, dynamic_ncols=True)
     with machineload.track() as load:  # the timed rounds only
         for r in bar:
@@ -148,6 +197,7 @@ def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> d
         all_times = [t for round_ in c.round_times for t in round_]
         ratios = [m / f for m, f in zip(medians, (statistics.median(t) for t in floor.round_times))]
         row = {
+            "ratio_to_floor_rounds": ratios,
             "step_time_s": statistics.median(all_times),
             "step_time_mean_s": statistics.fmean(all_times),
             "step_time_p10_s": percentile(all_times, 10),
@@ -175,6 +225,7 @@ def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> d
     from harness.environment import describe_device
 
     result = {"config": dataclasses.asdict(cfg), "device": describe_device(device), "torch": torch.__version__,
+              "instructions": "counted: user-space, one thread, one untimed step" if counter else no_counter,
               "methods": rows, "load": load}
     if op_profiles:
         result["op_profile"] = {"steps": profile_steps, "ops": op_profiles,
@@ -186,7 +237,11 @@ def measure(cfg: PerfConfig, progress: bool = True, profile_steps: int = 0) -> d
 def format_table(result: dict[str, Any]) -> str:
     cfg = result["config"]
     head = (f"bench perf: {cfg['shape']} shapes, batch {cfg['batch_size']} x {cfg['seq_len']} tokens, "
-            f"{cfg['rounds']} rounds x {cfg['steps_per_round']} steps, device {result['device']['name']}")
+            f"{cfg['rounds']} rounds x {cfg['steps_per_round']} steps, device {result['device']['name']}, "
+            f"{result['device'].get('threads', '-')} threads")
+    if cfg.get("inject_slowdown"):
+        head += "\nINJECTED SLOWDOWN (test aid, not a real figure): " + ", ".join(
+            f"{m} x{f:g}" for m, f in cfg["inject_slowdown"].items())
     if result.get("load"):  # older JSON files have none
         busy = machineload.busier_than_cores(result["load"])
         head += (f"\n{'BUSY MACHINE: ' if busy else ''}{machineload.load_note(result['load'])}"

@@ -1,4 +1,4 @@
-"""``bench synth``: the Localized LoRA paper's synthetic experiment (spec localized_lora.md).
+"""``bench synth``: the Localized LoRA paper's synthetic experiment (SPEC.md, "The paper's synthetic experiment").
 
 Fit a target matrix M with dW of each structure at one parameter budget (LoRA rank r):
 
