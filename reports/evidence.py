@@ -29,7 +29,7 @@ def run_step_times(run: Run) -> list[float]:
     """The run's timed steps (warm-up and profiled steps left out, as in its recorded median)."""
     warmup = int(run.record.get("train_config", {}).get("timing_warmup_steps", DEFAULT_TIMING_WARMUP))
     times = [float(s["step_time_s"]) for s in run.steps if "step_time_s" in s]
-    return timed_steps(times, warmup, {i for i, s in enumerate(run.steps) if s.get("profiled")})
+    return [times[i] for i in timed_steps(len(times), warmup, {i for i, s in enumerate(run.steps) if s.get("profiled")})]
 
 
 def method_items(runs: Sequence[Run], task: str, phase: str | None = None, metric: str = "acc") -> Items | None:
