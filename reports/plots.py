@@ -80,7 +80,8 @@ def accuracy_bars(table: Table, out: Path) -> list[Figure]:
     fig, axes = _panels(len(models), width=max(6.0, 1.1 * len(table.columns) + 2))
     x = np.arange(len(table.columns))
     for ax, model in zip(axes, models):
-        rows = [r for r in table.rows if r.keys[0] == model]
+        rows = [r for r in table.rows if r.keys[0] == model  # not --vs difference rows: points, not accuracy
+                and not any(c.show_interval for c in r.cells.values())]
         width = 0.8 / max(1, len(rows))
         for i, row in enumerate(rows):
             means = [row.cells[c].mean if c in row.cells else np.nan for c in table.columns]
