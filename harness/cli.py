@@ -64,6 +64,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_baseline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", default=None, metavar="NAME",
+                   help="reference method of the end-of-run comparison block (default: the first method listed)")
+
+
 def _add_executor(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("executor", "where runs execute; results land in --out wherever they ran")
     g.add_argument("--executor", choices=["local", "inline", "ray", "slurm"], default="local",
@@ -153,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_outputs(run)
     _add_executor(run)
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
+    _add_baseline(run)
     run.set_defaults(func=cmd_run)
 
     sweep = sub.add_parser("sweep", help="run a grid described in a sweep file (YAML or TOML), on any executor",
@@ -173,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_outputs(sweep)
     _add_executor(sweep)
+    _add_baseline(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     ev = sub.add_parser("eval", help="evaluate a model (and an adapter) without training")
@@ -307,6 +314,7 @@ def _budget_line(plans: list[Any]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness import launch, plan, records
     from harness.models import check_model, model_info
+    from reports.block import end_of_run
 
     plans = plan.runs(run_grid(args))
     check_model(args.model)
@@ -320,14 +328,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = launch.launch(plans, args.executor, options, job, force=args.force, retry_failed=True)
     df = records.rebuild_table(out)
     ids = {cfg.run_id for cfg in plans}
+    end = end_of_run(out, ids, [cfg.method for cfg in plans], args.baseline)
     print()
-    print(summary_table(df[df.run_id.isin(ids)]))
+    print(summary_table(df[df.run_id.isin(ids)], end.busy, end.near_chance))
+    print(f"\n{end.text}")
     print(f"\nresults: {out.resolve()}/results.csv (and .parquet), run folders in {out.resolve()}/runs/")
     return 1 if failed else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import records, sweep
+    from reports.block import end_of_run
 
     spec = sweep.load(args.file, tune=args.tune)
     if args.dry_run:
@@ -336,14 +347,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options, job = _executor_setup(args)
     finals, failed = sweep.run(spec, args.executor, options, job, retry_failed=args.retry_failed)
     df = records.rebuild_table(args.out)
+    ids = {cfg.run_id for cfg in finals}
+    end = end_of_run(args.out, ids, [name for name, _ in spec.methods], args.baseline,
+                     spec.select.over if spec.select else None)
     print()
-    print(summary_table(df[df.run_id.isin({cfg.run_id for cfg in finals})]))
+    print(summary_table(df[df.run_id.isin(ids)], end.busy, end.near_chance))
+    print(f"\n{end.text}")
     print(f"\nresults: {args.out.resolve()}/results.csv (and .parquet), run folders in {args.out.resolve()}/runs/")
     return 1 if failed else 0
 
 
-def summary_table(df: Any) -> str:
-    """Method x task accuracy (before -> final) plus cost and forgetting figures, as plain text."""
+def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[str, str]] = frozenset()) -> str:
+    """Method x task accuracy (before -> final) plus cost and forgetting figures, as plain text.
+
+    ``busy`` run ids get ``!`` on their step time (measured on a machine busier than its cores),
+    ``near_chance`` (model, task) pairs ``‡`` on the base accuracy (not above chance).
+    """
     from harness import metrics
 
     if df.empty:
@@ -358,15 +377,16 @@ def summary_table(df: Any) -> str:
         cells = [method, trained, str(seed)]
         for task in tasks_:
             b, a = value("acc", task, metrics.BEFORE), value("acc", task, final)
-            cells.append(f"{b.iloc[0]:.3f}->{a.iloc[0]:.3f}" if len(b) and len(a) else
-                         f"{b.iloc[0]:.3f}->-" if len(b) else "-")
+            mark = "‡" if (g.model.iloc[0], task) in near_chance else ""
+            cells.append(f"{b.iloc[0]:.3f}{mark}->{a.iloc[0]:.3f}" if len(b) and len(a) else
+                         f"{b.iloc[0]:.3f}{mark}->-" if len(b) else "-")
         forget = value("forgetting", "retention-mean", final)
         bwt = value("bwt", "sequence", final)
         cells.append(f"{forget.iloc[0]:+.3f}" if len(forget) else "-")
         cells.append(f"{bwt.iloc[0]:+.3f}" if len(bwt) else "-")
         c = g[g.phase == metrics.TRAIN].set_index("metric").value
         mem = c.get("peak_mem_allocated_bytes", c.get("peak_rss_bytes"))
-        cells.append(f"{c['step_time_s']:.3f}" if "step_time_s" in c else "-")
+        cells.append(f"{c['step_time_s']:.3f}{'!' if run_id in busy else ''}" if "step_time_s" in c else "-")
         cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
         cells.append(f"{int(c['trainable_params']):,} ({c['trainable_pct']:.2f}%)" if "trainable_pct" in c else "-")
         cells.append(g.status.iloc[0])
@@ -374,8 +394,10 @@ def summary_table(df: Any) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
     lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    marks = ("; ‡ base model not above chance" if near_chance else "") + ("; ! step time measured on a machine "
+                                                                           "busier than its cores" if busy else "")
     return ("accuracy (acc, before->after training; after the last stage for sequences); forgetting = mean "
-            "retention loss\n" + "\n".join(lines))
+            f"retention loss{marks}\n" + "\n".join(lines))
 
 
 # -- bench eval / list ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import torch
 
-from harness import locks, metrics, records, safe_io
+from harness import locks, machineload, metrics, records, safe_io
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict, method_context
 from harness.data import TrainBatches
 from harness.export import DEFAULT_SAVE, save_trained
@@ -192,6 +192,7 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
     """Train each stage not done yet, then evaluate every task; returns the stages' results and
     the memory probe over all their training."""
     results: list[TrainResult] = []
+    loads: list[dict[str, Any]] = []  # machine load per training (harness.machineload)
     probe = MemoryProbe(device)
     count = len(cfg.stages())
     for number in range(run.stages_done + 1, count + 1):
@@ -201,16 +202,19 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
         # the first stage trained here profiles its last timing warm-up step (excluded from timing)
         profile_step = max(0, min(cfg.train.timing_warmup_steps, stage.steps) - 1) if not results else -1
         tag = stage.number if cfg.sequence else None
-        with probe.track():
+        with probe.track(), machineload.track() as load:
             result = train(adapted, stage.batches, stage.steps, device, stage.ctx.grad_clip, cfg.train.precision,
                            profile_step, progress, on_step=lambda step, tag=tag: run.add_step(step, tag))
         results.append(result)
+        loads.append(load)
         phase = metrics.stage(stage.number) if cfg.sequence else metrics.AFTER
         for name in _eval_names(cfg):
             run.add_eval(*evaluate_task(adapted.for_eval(), tokenizer, name, cfg, phase, device, progress))
         if cfg.sequence:
             run.finish_stage(stage.number, stage.tasks, stage.steps, result.train_time_s,
                              adapted.state_dict() if number < count else None)
+    if loads:
+        run.record["load"] = machineload.combine(loads)
     return results, probe
 
 

@@ -27,6 +27,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cols", default=None, metavar="KEY", help="custom table columns (default: task)")
     p.add_argument("--phase", default=None, help="custom table phase: before, after, train, stage-k ... "
                                                  "(default: after for accuracies, any otherwise)")
+    p.add_argument("--vs", default=None, metavar="BASELINE",
+                   help="add to the accuracy tables a row per other method: its paired difference from BASELINE "
+                        "(a method or variant label) per task and on the average, with a 95%% CI")
     p.add_argument("--allow-mixed", action="store_true",
                    help="keep values measured differently (protocol, metric, test data, eval_limit, device) "
                         "in one column instead of dropping the minority")
@@ -52,7 +55,7 @@ def _options(args: argparse.Namespace, plots: bool) -> Any:
     from reports.report import Options
 
     return Options(metric=args.metric, rows=args.rows, cols=args.cols, phase=args.phase,
-                   allow_mixed=args.allow_mixed, plots=plots)
+                   allow_mixed=args.allow_mixed, plots=plots, vs=args.vs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

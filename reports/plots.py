@@ -20,7 +20,8 @@ import pandas as pd  # noqa: E402
 from harness import metrics  # noqa: E402
 from harness.metrics import MIB, TRAIN  # noqa: E402
 from reports.load import Results, allocated_ranks, reselections  # noqa: E402
-from reports.tables import BASE_LABEL, Table, first_runs, peak_memory, rank_data, sequential_matrix  # noqa: E402
+from reports.tables import (BASE_LABEL, Cell, Table, first_runs, peak_memory, rank_data,  # noqa: E402
+                            sequential_matrix)
 
 MAX_PANELS = 6
 BREAKDOWN = [("param_bytes", "weights"), ("grad_bytes", "gradients"), ("optimizer_state_bytes", "optimizer state"),
@@ -55,8 +56,23 @@ def _panels(n: int, width: float = 6.0, height: float = 3.8) -> tuple[plt.Figure
     return fig, list(axes.flat[:n])
 
 
+def error_bar(cell: Cell | None) -> tuple[float, float]:
+    """(below, above) the cell's mean: its interval (95% CI over items; step time p10-p90), else ± std."""
+    if cell is None:
+        return 0.0, 0.0
+    if cell.interval is not None:
+        return max(0.0, cell.mean - cell.interval[0]), max(0.0, cell.interval[1] - cell.mean)
+    return cell.std or 0.0, cell.std or 0.0
+
+
+def error_bars(cells: list[Cell | None]) -> np.ndarray:
+    """Matplotlib's asymmetric ``xerr``/``yerr`` (2 x n) for a list of cells."""
+    return np.array([error_bar(c) for c in cells]).T.reshape(2, len(cells))
+
+
 def accuracy_bars(table: Table, out: Path) -> list[Figure]:
-    """Per-task accuracy by method (± std over seeds), one panel per model, chance as ticks."""
+    """Per-task accuracy by method with 95% CIs over test items (± std where no samples were kept),
+    one panel per model, chance as ticks."""
     models = list(dict.fromkeys(r.keys[0] for r in table.rows if r.keys[0]))[:MAX_PANELS]
     if not models:
         return []
@@ -64,11 +80,12 @@ def accuracy_bars(table: Table, out: Path) -> list[Figure]:
     fig, axes = _panels(len(models), width=max(6.0, 1.1 * len(table.columns) + 2))
     x = np.arange(len(table.columns))
     for ax, model in zip(axes, models):
-        rows = [r for r in table.rows if r.keys[0] == model]
+        rows = [r for r in table.rows if r.keys[0] == model  # not --vs difference rows: points, not accuracy
+                and not any(c.show_interval for c in r.cells.values())]
         width = 0.8 / max(1, len(rows))
         for i, row in enumerate(rows):
             means = [row.cells[c].mean if c in row.cells else np.nan for c in table.columns]
-            errs = [row.cells[c].std or 0.0 if c in row.cells else 0.0 for c in table.columns]
+            errs = error_bars([row.cells.get(c) for c in table.columns])
             ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=row.keys[1],
                    color="0.75" if row.keys[1] == BASE_LABEL else None, hatch="//" if row.reference else None)
         if chance:
@@ -79,7 +96,7 @@ def accuracy_bars(table: Table, out: Path) -> list[Figure]:
         ax.set_ylabel("accuracy (%)")
         ax.set_title(model)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    return [_save(fig, out, f"accuracy-{table.name}", table.title)]
+    return [_save(fig, out, f"accuracy-{table.name}", f"{table.title}; error bars: 95% CI over test items")]
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -94,11 +111,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def pareto(acc: Table, efficiency: list[Table], out: Path) -> list[Figure]:
     """Average accuracy against step time and against peak memory; the Pareto front joined and ringed."""
-    avg = {r.keys: r.cells["Avg"].mean for r in acc.rows if not r.reference and "Avg" in r.cells}
+    avg = {r.keys: r.cells["Avg"] for r in acc.rows if not r.reference and "Avg" in r.cells}
     figures = []
     for metric, xlabel in (("step_time_s", "step time (s)"), ("peak_mem_bytes", "peak memory (GiB)")):
-        panels = [(t, [(r.keys, r.cells[metric].mean, avg[r.keys]) for r in t.rows
-                       if metric in r.cells and r.keys in avg]) for t in efficiency]
+        cells = [(t, [(r.keys, r.cells[metric], avg[r.keys]) for r in t.rows
+                      if metric in r.cells and r.keys in avg]) for t in efficiency]
+        panels = [(t, [(k + (("!",) if x.flag == "busy" else ()), x.mean, y.mean) for k, x, y in pts])
+                  for t, pts in cells]  # "!": step time measured on a busy machine (table note)
+        bars = {t.name: (error_bars([x for _, x, _ in pts]), error_bars([y for _, _, y in pts])) for t, pts in cells}
         panels = [(t, pts) for t, pts in panels if pts][:MAX_PANELS]
         if not panels:
             continue
@@ -106,7 +126,8 @@ def pareto(acc: Table, efficiency: list[Table], out: Path) -> list[Figure]:
         for ax, (table, pts) in zip(axes, panels):
             xy = [(x, y) for _, x, y in pts]
             front = sorted(pareto_front(xy), key=lambda i: xy[i][0])
-            ax.scatter(*zip(*xy), zorder=3)
+            ax.errorbar(*zip(*xy), xerr=bars[table.name][0], yerr=bars[table.name][1], fmt="o", capsize=3,
+                        zorder=3, label="median, p10-p90 x 95% CI" if metric == "step_time_s" else "95% CI")
             middle = sum(ax.get_xlim()) / 2
             for (keys, x, y) in pts:  # labels point inwards so none runs off the figure
                 ax.annotate(" / ".join(k for k in keys if k), (x, y), fontsize=7, textcoords="offset points",
@@ -120,7 +141,8 @@ def pareto(acc: Table, efficiency: list[Table], out: Path) -> list[Figure]:
             ax.set_title(table.title.replace("Efficiency on ", ""), fontsize=9)
             ax.legend(fontsize=7)
         figures.append(_save(fig, out, f"pareto-{metric.split('_')[0]}-{acc.name}",
-                             f"Accuracy vs {xlabel} (ringed: Pareto front)"))
+                             f"Accuracy vs {xlabel} (ringed: Pareto front of the means; bars: accuracy 95% CI "
+                             f"over test items" + (", step time p10-p90)" if metric == "step_time_s" else ")")))
     return figures
 
 

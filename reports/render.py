@@ -39,7 +39,8 @@ def to_markdown(table: Table) -> str:
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
-                 "−": "$-$", "±": r"$\pm$", "×": r"$\times$", "…": r"\ldots{}"}
+                 "−": "$-$", "±": r"$\pm$", "×": r"$\times$", "…": r"\ldots{}", "≈": r"$\approx$",
+                 "‡": r"\ddag{}"}
 
 
 def latex_escape(text: str) -> str:
@@ -99,5 +100,5 @@ def to_text(table: Table) -> str:
     fmt = lambda r: "  ".join(x.ljust(w) if i < nkeys else x.rjust(w)  # noqa: E731
                               for i, (x, w) in enumerate(zip(r, widths)))
     lines = [table.title, fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)]
-    notes = ["* best in column (method rows only)", *_footer(table)]
+    notes = ["* bold in the other formats: the column's best (method rows only)", *_footer(table)]
     return "\n".join(lines + [""] + [f"note: {n}" for n in notes]) + "\n"

@@ -30,6 +30,7 @@ class Options:
     phase: str | None = None
     allow_mixed: bool = False
     plots: bool = True
+    vs: str | None = None  # --vs BASELINE: difference rows in the accuracy tables
 
     @property
     def custom(self) -> bool:
@@ -57,7 +58,7 @@ def _write(path: Path, text: str) -> None:
 
 def build_tables(res: Results, opts: Options) -> list[Table]:
     metric = opts.metric if opts.metric in ACCURACY_METRICS else "acc"
-    tables = accuracy_tables(res, metric, opts.allow_mixed)
+    tables = accuracy_tables(res, metric, opts.allow_mixed, opts.vs)
     tables += efficiency_tables(res, opts.allow_mixed)
     tables += forgetting_tables(res, opts.allow_mixed)
     tables += ranks_tables(res)

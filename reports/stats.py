@@ -99,7 +99,7 @@ class Comparison:
 
 # -- reading run folders -----------------------------------------------------------------------
 
-def _pick(runs: list[Run], who: str) -> list[Run]:
+def pick_runs(runs: list[Run], who: str) -> list[Run]:
     """Runs of one method: by report label (a variant), else by method name when it has one variant."""
     chosen = [r for r in runs if r.label == who]
     if chosen:
@@ -114,7 +114,7 @@ def _pick(runs: list[Run], who: str) -> list[Run]:
     return chosen
 
 
-def _evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str, dict]] | None:
+def evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str, dict]] | None:
     """(eval summary, id -> sample) of one task in one run, or None when it was not evaluated."""
     phase = phase or final_phase(e["phase"] for e in run.record.get("evals", []))
     ev = next((e for e in run.record.get("evals", []) if e["task"] == task and e["phase"] == phase), None)
@@ -124,53 +124,46 @@ def _evaluation(run: Run, task: str, phase: str | None) -> tuple[dict, dict[str,
     return ev, {str(s["id"]): s for s in read_jsonl(path) if "id" in s}
 
 
-def compare_methods(results: Path, a: str, b: str, task: str | None = None, phase: str | None = None,
-                    metric: str = "acc") -> list[Comparison]:
-    """Paired comparison of methods ``a`` and ``b`` per task, over the seeds both ran.
+@dataclass(frozen=True)
+class PairedGrid:
+    """One task's outcomes of A and B on the items and seeds both have: arrays items x seeds."""
 
-    A task evaluated by runs trained on different tasks (a ``--per-task`` grid with retention
-    tasks: boolq as its own task, and as a retention task of the arc_e runs) is compared once per
-    training setting, never pooled across them.
+    task: str
+    ids: list[str]
+    seeds: list[int]
+    a: np.ndarray
+    b: np.ndarray
+
+
+def paired_grid(runs_a: list[Run], runs_b: list[Run], name: str, phase: str | None = None,
+                metric: str = "acc", who: tuple[str, str] = ("A", "B")) -> PairedGrid | None:
+    """A's and B's per-item outcomes on task ``name``, paired by seed; None when nothing pairs.
+
+    A run's partner has the same seed and the same training tasks (with --per-task each task
+    has its own run); two evaluations measured differently (``MEASURED_BY``, test-set size)
+    are refused, never paired.
     """
-    res = load_results([Path(results)])
-    runs = {who: _pick(res.ok_runs(), who) for who in (a, b)}
+    a, b = who
     key = "correct" if metric == "acc" else "correct_norm"
-    tasks = [t for t in dict.fromkeys(e["task"] for r in runs[a] for e in r.record.get("evals", []))
-             if task in (None, t)]
-    trainings = list(dict.fromkeys(tuple(r.config.get("train_tasks", ())) for r in runs[a]))
-    out = []
-    for name in tasks:
-        for trained in trainings:
-            group = [r for r in runs[a] if tuple(r.config.get("train_tasks", ())) == trained]
-            found = _compare_task(name, group, runs[b], a, b, phase, key)
-            if found is not None:
-                out.append(dataclasses.replace(found, trained_on="+".join(trained)))
-    if not out:
-        raise ReportError(f"no task evaluated on the same items by both {a} and {b}"
-                          + (f" (task {task})" if task else ""))
-    return out
-
-
-def _compare_task(name: str, runs_a: list[Run], runs_b: list[Run], a: str, b: str, phase: str | None,
-                  key: str) -> Comparison | None:
-    """One task over the runs of ``a`` given (one training setting) and their partners in ``b``."""
     per_seed: dict[int, tuple[dict[str, dict], dict[str, dict]]] = {}
+    trained_on: dict[int, object] = {}
     setting = None
     for ra in runs_a:
-        # the partner: same seed and same training tasks (with --per-task each task has its own run)
         partners = [r for r in runs_b if r.config.get("seed") == ra.config.get("seed")
                     and r.config.get("train_tasks") == ra.config.get("train_tasks")]
         if not partners:
             continue
         rb = partners[0]
-        got = [_evaluation(r, name, phase) for r in (ra, rb)]
+        got = [evaluation(r, name, phase) for r in (ra, rb)]
         if None in got:
             continue
         (ea, sa), (eb, sb) = got  # type: ignore[misc]
         seed = int(ra.config.get("seed", 0))
-        if seed in per_seed:
-            raise ReportError(f"{name}: several runs of {a} with seed {seed} trained on {ra.config.get('train_tasks')} "
-                              f"evaluate it; compare one setting per results folder")
+        if seed in per_seed and trained_on[seed] != ra.config.get("train_tasks"):
+            raise ReportError(f"{name}: several runs of {a} with seed {seed} evaluate it (trained on "
+                              f"{trained_on[seed]} and {ra.config.get('train_tasks')}); compare one setting "
+                              f"per results folder")
+        trained_on[seed] = ra.config.get("train_tasks")
         how = [tuple(str(e.get(f)) for f in MEASURED_BY) + (str(r.config["train"]["eval_limit"]),)
                for e, r in ((ea, ra), (eb, rb))]
         if how[0] != how[1] or (setting is not None and setting != how[0]):
@@ -183,13 +176,41 @@ def _compare_task(name: str, runs_a: list[Run], runs_b: list[Run], a: str, b: st
     ids = sorted(set.intersection(*(set(sa) & set(sb) for sa, sb in per_seed.values())))
     if not ids or any(key not in s[ids[0]] for pair in per_seed.values() for s in pair):
         return None
-    grid = {w: np.array([[float(per_seed[s][k][i][key]) for s in sorted(per_seed)] for i in ids])
-            for k, w in enumerate((a, b))}  # items x seeds
-    diff, low, high = paired_bootstrap(grid[a].mean(axis=1), grid[b].mean(axis=1))
-    only_a = int(((grid[a] == 1) & (grid[b] == 0)).sum())
-    only_b = int(((grid[a] == 0) & (grid[b] == 1)).sum())
-    return Comparison(name, seed_summary(grid[a].mean(axis=0)), seed_summary(grid[b].mean(axis=0)),
-                      diff, low, high, mcnemar_exact(only_a, only_b), len(ids), sorted(per_seed), (only_a, only_b))
+    seeds = sorted(per_seed)
+    grid_a, grid_b = (np.array([[float(per_seed[s][k][i][key]) for s in seeds] for i in ids]) for k in (0, 1))
+    return PairedGrid(name, ids, seeds, grid_a, grid_b)
+
+
+def compare_methods(results: Path, a: str, b: str, task: str | None = None, phase: str | None = None,
+                    metric: str = "acc") -> list[Comparison]:
+    """Paired comparison of methods ``a`` and ``b`` per task, over the seeds both ran.
+
+    A task evaluated by runs trained on different tasks (a ``--per-task`` grid with retention
+    tasks: boolq as its own task, and as a retention task of the arc_e runs) is compared once per
+    training setting, never pooled across them.
+    """
+    res = load_results([Path(results)])
+    runs = {who: pick_runs(res.ok_runs(), who) for who in (a, b)}
+    tasks = [t for t in dict.fromkeys(e["task"] for r in runs[a] for e in r.record.get("evals", []))
+             if task in (None, t)]
+    trainings = list(dict.fromkeys(tuple(r.config.get("train_tasks", ())) for r in runs[a]))
+    out = []
+    for name in tasks:
+        for trained in trainings:
+            group = [r for r in runs[a] if tuple(r.config.get("train_tasks", ())) == trained]
+            grid = paired_grid(group, runs[b], name, phase, metric, (a, b))
+            if grid is None:
+                continue
+            diff, low, high = paired_bootstrap(grid.a.mean(axis=1), grid.b.mean(axis=1))
+            only_a = int(((grid.a == 1) & (grid.b == 0)).sum())
+            only_b = int(((grid.a == 0) & (grid.b == 1)).sum())
+            out.append(Comparison(name, seed_summary(grid.a.mean(axis=0)), seed_summary(grid.b.mean(axis=0)),
+                                  diff, low, high, mcnemar_exact(only_a, only_b), len(grid.ids), grid.seeds,
+                                  (only_a, only_b), trained_on="+".join(trained)))
+    if not out:
+        raise ReportError(f"no task evaluated on the same items by both {a} and {b}"
+                          + (f" (task {task})" if task else ""))
+    return out
 
 
 def _summary(s: SeedSummary) -> str:

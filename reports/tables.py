@@ -3,8 +3,9 @@
 Every table goes through ``pivot``, so every table gets the same guarantees: a column never
 silently mixes numbers measured differently (``drop_mixed``), cells are pooled only across
 seeds of one configuration (rows group on ``label``, see ``reports.load``), several seeds show
-as mean ± sample std, and the best value per column is marked among method rows only (the base
-model and chance are references, not competitors). Rendering lives in ``reports.render``.
+as mean ± sample std, and a column's best is bold only when a test says it is better than the
+runner-up (``mark_best``, ``reports.significance``), among method rows only (the base model and
+chance are references, not competitors). Rendering lives in ``reports.render``.
 """
 from __future__ import annotations
 
@@ -16,9 +17,16 @@ from typing import Callable
 import pandas as pd
 
 from harness import forgetting, metrics
+from harness.machineload import busier_than_cores, load_note
 from harness.metrics import AFTER, BEFORE, EVAL, TRAIN, Format, fixed, human_count, stage_number
 from methods.targets import DECODER_LINEARS
+from reports.chance import check
+from reports.comparison import Paired, Spread, difference, suite_difference
+from reports.evidence import accuracy_evidence, interval, pooled, run_step_times
 from reports.load import Results, ReportError, Run, allocated_ranks, split_module, trained_on
+from reports.significance import (BEST, FOOTNOTE_START, TIE, UNTESTED, Evidence, Exact, Items, Seeds, StepSpread,
+                                  footnote, mark_column, shared)
+from reports.stats import pick_runs
 from tasks.registry import report_headers, report_order, suites
 
 KEY_HEADERS = {"model": "Model", "label": "Method", "task": "Task", "seed": "Seed", "device": "Device",
@@ -27,15 +35,32 @@ EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "chat_templat
 COST_COMPAT = ["metric", "unit", "device"]  # a step time from another device is another quantity
 BASE_LABEL = "base (before training)"
 
+MARKS = {TIE: " ≈", UNTESTED: " ?"}  # bold (best) is the renderer's
+FLAGS = {"busy": " !", "chance": " ‡"}
+BUSY_NOTE = ("!: step times measured while the machine was busier than its cores (1-min load average above "
+             "the CPU count at the start or end of training): slower than on a quiet machine; kept, flagged")
+
 
 @dataclass
 class Cell:
-    """One table cell: the mean over the runs pooled in it, their sample std (n > 1) and n."""
+    """One table cell: the mean over the runs pooled in it, their sample std (n > 1) and n.
+
+    ``values`` are the pooled runs' values (the across-seeds evidence for ``mark_best``);
+    ``mark`` is the cell's significance mark (``reports.significance``: best / tie / untested)
+    and ``best`` says it is bold; ``flag`` marks a figure to read with care (``FLAGS``), never
+    hides it; ``interval`` is the cell's 95% CI (accuracy) or p10-p90 (step time), drawn as
+    error bars and printed only when ``show_interval`` (difference rows).
+    """
 
     mean: float
     std: float | None
     n: int
     best: bool = False
+    values: tuple[float, ...] = ()
+    mark: str = ""
+    flag: str = ""
+    interval: tuple[float, float] | None = None
+    show_interval: bool = False
 
 
 @dataclass
@@ -67,7 +92,10 @@ class Table:
         if cell is None:
             return ""
         fmt = self.formats[col]
-        return fmt(cell.mean) + (f" ± {fmt(cell.std)}" if cell.std is not None else "")
+        text = fmt(cell.mean) + (f" ± {fmt(cell.std)}" if cell.std is not None else "")
+        if cell.show_interval and cell.interval is not None:
+            text += f" [{fmt(cell.interval[0])}, {fmt(cell.interval[1])}]"
+        return text + MARKS.get(cell.mark, "") + FLAGS.get(cell.flag, "")
 
 
 def value_format(unit: str) -> tuple[float, Format, str]:
@@ -132,6 +160,11 @@ def _tuple(index_value: object) -> tuple[str, ...]:
     return index_value if isinstance(index_value, tuple) else (index_value,)  # type: ignore[return-value]
 
 
+def _cell(values: pd.Series) -> Cell:
+    vals = tuple(float(x) for x in values)
+    return Cell(float(values.mean()), float(values.std()) if len(vals) > 1 else None, len(vals), values=vals)
+
+
 def pivot(data: pd.DataFrame, rows: list[str], col: str, *, name: str, title: str,
           order: list[str] | None = None, headers: dict[str, str] | None = None,
           formats: dict[str, Format] | None = None, default_format: Format = fixed(1),
@@ -152,17 +185,13 @@ def pivot(data: pd.DataFrame, rows: list[str], col: str, *, name: str, title: st
     keys = list(dict.fromkeys(map(tuple, data[rows].to_numpy().tolist())))
     reference = set(map(tuple, data[data.reference.astype(bool)][rows].to_numpy().tolist())) \
         if "reference" in data else set()
-    stats = data.groupby([*rows, col], sort=False).value.agg(["mean", "std", "count"])
     cells: dict[tuple[str, ...], dict[str, Cell]] = {k: {} for k in keys}
-    for idx, s in stats.iterrows():
-        key, c = _tuple(idx)[:-1], _tuple(idx)[-1]
-        cells[key][c] = Cell(float(s["mean"]), float(s["std"]) if s["count"] > 1 else None, int(s["count"]))
+    for idx, v in data.groupby([*rows, col], sort=False).value:
+        cells[_tuple(idx)[:-1]][_tuple(idx)[-1]] = _cell(v)
     if avg and columns:
         wide = data.groupby([*rows, "seed", col]).value.mean().unstack(col).reindex(columns=columns).dropna()
-        per_seed = wide.mean(axis=1).groupby(level=list(range(len(rows)))).agg(["mean", "std", "count"])
-        for idx, s in per_seed.iterrows():
-            cells[_tuple(idx)][avg] = Cell(float(s["mean"]), float(s["std"]) if s["count"] > 1 else None,
-                                           int(s["count"]))
+        for idx, v in wide.mean(axis=1).groupby(level=list(range(len(rows)))):
+            cells[_tuple(idx)][avg] = _cell(v)
         columns.append(avg)
     fmts = {c: (formats or {}).get(c, default_format) for c in columns}
     table = Table(name, title, [KEY_HEADERS.get(r, r) for r in rows], columns, headers, fmts,
@@ -191,22 +220,33 @@ def _pooling_notes(data: pd.DataFrame, rows: list[str], col: str) -> list[str]:
             if any(d != "seed" for d in varying) else note]
 
 
-def mark_best(table: Table, better: dict[str, bool | None] | bool) -> None:
-    """Bold the best value per column among method rows; ties at the shown precision all count."""
+def mark_best(table: Table, better: dict[str, bool | None] | bool,
+              evidence: Callable[[Row, str], Evidence | None] | None = None) -> None:
+    """Bold a column's best only when significantly better than the runner-up; mark ties (``reports.significance``).
+
+    Candidates are method rows (references never compete). A cell's evidence is what
+    ``evidence`` returns for it (per-item outcomes, step-time spreads, exact counts), else its
+    runs' values across seeds. The footnote names the tests used and the level.
+    """
+    used: set[str] = set()
     for col in table.columns:
         higher = better.get(col, True) if isinstance(better, dict) else better
-        if higher is None:
+        if higher is None:  # a figure with no direction (the catalogue's higher_is_better None)
             continue
-        cand = [r.cells[col] for r in table.rows if not r.reference and col in r.cells
-                and not math.isnan(r.cells[col].mean)]
-        if len(cand) < 2:
-            continue
+        rows = [r for r in table.rows if not r.reference and col in r.cells and not math.isnan(r.cells[col].mean)]
+        for r in rows:
+            r.cells[col].best, r.cells[col].mark = False, ""
         fmt = table.formats[col]
-        best = fmt((max if higher else min)(c.mean for c in cand))
-        if all(fmt(c.mean) == best for c in cand):
-            continue  # a tie everywhere ranks nothing
-        for c in cand:
-            c.best = fmt(c.mean) == best
+        ev = {r.keys: (evidence(r, col) if evidence else None) or Seeds(r.cells[col].values) for r in rows}
+        marks, tests = mark_column({r.keys: r.cells[col].mean for r in rows}, ev, higher,
+                                   {r.keys: fmt(r.cells[col].mean) for r in rows})
+        used |= tests
+        for r in rows:
+            r.cells[col].mark = marks.get(r.keys, "")
+            r.cells[col].best = r.cells[col].mark == BEST
+    table.notes = [n for n in table.notes if not n.startswith(FOOTNOTE_START)]
+    if any(c.mark for r in table.rows for c in r.cells.values()):
+        table.notes.append(footnote(used))
 
 
 # -- paper layouts ---------------------------------------------------------------------------
@@ -222,12 +262,14 @@ def _setting_note(data: pd.DataFrame) -> str:
             f"test items per task: {shown or '?'}")
 
 
-def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False) -> list[Table]:
+def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False, vs: str | None = None) -> list[Table]:
     """The commonsense table in the LLM-Adapters / DoRA / LoSiA layout, plus one for other tasks.
 
     Accuracy after training, on tasks the run trained on (an untrained task is a retention
     task, reported under forgetting), in percent; a base-model row (before training) and a
-    chance row as references.
+    chance row as references. Bold and ties come from McNemar's test on the items the runs
+    kept (``_item_evidence``); tasks where the base model is not above chance are marked;
+    ``vs`` (a method) adds a row per other method: its difference with a 95% CI.
     """
     df = res.df
     after = df[(df.phase == AFTER) & (df.metric == metric) & trained_on(df)]
@@ -246,8 +288,12 @@ def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False
             continue
         part = data[data.task.isin(tasks)]
         table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=report_headers(),
-                      title=f"{title}: {metric} after training (%)", avg="Avg",
-                      better=metrics.get(metric).higher_is_better, allow_mixed=allow_mixed)
+                      title=f"{title}: {metric} after training (%)", avg="Avg", better=None, allow_mixed=allow_mixed)
+        grids = accuracy_evidence(res, tasks, AFTER, metric)
+        _item_evidence(table, grids, scale, bool(metrics.get(metric).higher_is_better))
+        _chance_marks(table, part, scale)
+        if vs:
+            table.rows += _vs_rows(table, grids, pick_runs(res.ok_runs(), vs)[0].label, scale)
         chance = part.dropna(subset=["chance"]).groupby("task").chance.first() * scale
         cells = {t: Cell(float(chance[t]), None, 1) for t in table.columns if t in chance}
         if all(t in cells for t in table.columns[:-1]):
@@ -256,6 +302,63 @@ def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False
             table.rows.append(Row(("", "chance"), cells, reference=True))
         tables.append(table)
     return tables
+
+
+def _task_grids(grids: dict[str, Items], col: str, tasks: list[str]) -> list[Items]:
+    """The outcome grids behind one accuracy cell: its task's, or every task's for the average."""
+    if col in tasks:
+        return [grids[col]] if col in grids else []
+    return [grids[t] for t in tasks] if all(t in grids for t in tasks) else []
+
+
+def _item_evidence(table: Table, grids: dict[tuple[str, str], dict[str, Items]], scale: float,
+                   higher: bool) -> None:
+    """Significance marks from per-item outcomes, and each cell's 95% CI over items for error bars."""
+    tasks = [c for c in table.columns if c != "Avg"]
+
+    def evidence(row: Row, col: str) -> Evidence | None:
+        parts = _task_grids(grids.get(row.keys, {}), col, tasks)  # type: ignore[arg-type]
+        return pooled(dict(zip(tasks, parts))) if len(parts) > 1 else (parts[0] if parts else None)
+
+    mark_best(table, higher, evidence)
+    for row in table.rows:
+        for col, cell in row.cells.items():
+            parts = _task_grids(grids.get(row.keys, {}), col, tasks)  # type: ignore[arg-type]
+            if parts:
+                _, low, high = interval(parts)
+                cell.interval = (scale * low, scale * high)
+
+
+def _chance_marks(table: Table, data: pd.DataFrame, scale: float) -> None:
+    """Flag base-model cells not above chance (exact 95% CI, ``reports.chance``), and say so in a note."""
+    base = data[data.label == BASE_LABEL].dropna(subset=["chance", "n"])
+    for r in base.itertuples():
+        found = check(str(r.task), r.value / scale, int(r.n), float(r.chance))
+        cell = next((row.cells.get(found.task) for row in table.rows if row.keys == (r.model, BASE_LABEL)), None)
+        if found.verdict and cell is not None:
+            cell.flag, cell.interval = "chance", (scale * found.low, scale * found.high)
+            table.notes.append(f"‡ {r.model}: {found.note()}; gains on this task start from guessing")
+
+
+def _vs_rows(table: Table, grids: dict[tuple[str, str], dict[str, Items]], vs: str, scale: float) -> list[Row]:
+    """Per other method, its paired difference from ``vs`` per task and on the average, with 95% CIs."""
+    tasks = [c for c in table.columns if c != "Avg"]
+    rows = []
+    for row in (r for r in table.rows if not r.reference and r.keys[1] != vs):
+        mine, theirs = grids.get(row.keys, {}), grids.get((row.keys[0], vs), {})  # type: ignore[arg-type]
+        paired = {t: shared(theirs[t], mine[t]) for t in tasks if t in mine and t in theirs}
+        paired = {t: Paired(t, *p) for t, p in paired.items() if p is not None}
+        found = {t: difference(p) for t, p in paired.items()}
+        if len(paired) == len(tasks) > 1:
+            found["Avg"] = suite_difference(list(paired.values()))
+        cells = {c: Cell(scale * d.diff, None, d.items, interval=(scale * d.low, scale * d.high), show_interval=True)
+                 for c, d in found.items()}
+        if cells:
+            rows.append(Row((row.keys[0], f"{row.keys[1]} − {vs}"), cells, reference=True))
+    if rows:
+        table.notes.append(f"rows '− {vs}': paired difference in points on the same items, each averaged over "
+                           f"the shared seeds, [95% bootstrap CI] (Avg: items resampled within each task)")
+    return rows
 
 
 EFFICIENCY = ["trainable_params", "trainable_pct", "peak_mem_bytes", "step_time_s", "tokens_per_s", "train_time_s",
@@ -289,12 +392,45 @@ def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
         name = "efficiency" if len(devices) == 1 else f"efficiency-{_slug(device)}"
         table = pivot(part, ["model", "label"], "metric", name=name, title=f"Efficiency on {device}",
                       order=EFFICIENCY, headers=headers, formats={m: f.format for m, f in figures.items()},
-                      better={m: f.higher_is_better for m, f in figures.items()}, allow_mixed=allow_mixed)
+                      better=None, allow_mixed=allow_mixed)
         table.notes.insert(0, "step time: median over timed steps; peak memory: "
                            + ("CUDA allocator peak during training" if gpu else "process RSS peak during training")
                            + "; activations: bytes saved for backward in one profiled step")
+        _cost_evidence(table, [r for r in res.ok_runs() if r.device == device],
+                       {m: f.higher_is_better for m, f in figures.items()})
         tables.append(table)
     return tables
+
+
+EXACT_COSTS = ("trainable_params", "trainable_pct", "activation_bytes")  # deterministic counts, no spread
+LOAD_SENSITIVE = ("step_time_s", "tokens_per_s", "train_time_s", "calibration_time_s")
+
+
+def _cost_evidence(table: Table, runs: list[Run], better: dict[str, bool | None]) -> None:
+    """Marks from step-time spreads (p10-p90 of every timed step) and exact counts; busy-machine flags."""
+    by_row: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        by_row.setdefault((str(run.config.get("model")), run.label), []).append(run)
+    spreads = {k: Spread.of(t) for k, rs in by_row.items() if (t := [x for r in rs for x in run_step_times(r)])}
+
+    def evidence(row: Row, col: str) -> Evidence | None:
+        cell = row.cells[col]
+        if col == "step_time_s" and row.keys in spreads:
+            return StepSpread(spreads[row.keys])
+        return Exact(cell.mean) if col in EXACT_COSTS and len(set(cell.values)) == 1 else None
+
+    mark_best(table, better, evidence)
+    busy = []
+    for row in table.rows:
+        if "step_time_s" in row.cells and row.keys in spreads:
+            row.cells["step_time_s"].interval = (spreads[row.keys].p10, spreads[row.keys].p90)
+        loaded = [r for r in by_row.get(row.keys, []) if busier_than_cores(r.record.get("load"))]
+        for col in LOAD_SENSITIVE if loaded else ():
+            if col in row.cells:
+                row.cells[col].flag = "busy"
+        busy += [f"{' / '.join(row.keys)} seed {r.config.get('seed')}: {load_note(r.record['load'])}" for r in loaded]
+    if busy:
+        table.notes += [BUSY_NOTE, *busy]
 
 
 def _slug(text: str) -> str:

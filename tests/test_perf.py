@@ -35,6 +35,16 @@ def test_perf_reports_ratios_per_round_and_memory(result):
     assert result["instructions"]  # counted, or the reason it is not
 
 
+def test_perf_header_states_the_machine_load(result):
+    from harness.perf.timing import format_table
+
+    assert {"start", "end", "cpu_count", "cores_used"} <= set(result["load"])
+    busy = {**result, "load": {**result["load"], "cpu_count": 2, "start": {"load1": 9.0}, "end": {"load1": 1.0}}}
+    quiet = {**result, "load": {**busy["load"], "start": {"load1": 1.0}}}
+    assert format_table(busy).splitlines()[1].startswith("BUSY MACHINE: load 9 -> 1 (1-min average")
+    assert format_table(quiet).splitlines()[1].startswith("load 1 -> 1")
+
+
 def _samples(center: float, n: int, noise: float, seed: int) -> list[float]:
     rng = random.Random(seed)
     return [center * (1 + rng.uniform(-noise, noise)) for _ in range(n)]

@@ -43,9 +43,12 @@ def test_run_writes_records_and_skips_on_rerun(tmp_path, capsys):
     # the before evaluation is shared: identical per-sample results for both methods
     a, b = (records.read_jsonl(r / "samples" / "before" / "synthetic.jsonl") for r in runs)
     assert a == b
-    capsys.readouterr()
-    assert _run(tmp_path, "--methods", "lora,full") == 0
-    assert capsys.readouterr().out.count("already done, skipped") == 2
+    printed = capsys.readouterr().out  # the end-of-run block: shared budget, then full against lora
+    assert "budget shared by all 2 methods: lr 0.0002, max_steps 4" in printed and "--tune lr" in printed
+    assert "comparison against lora" in printed and "full / lora step time: x" in printed
+    assert _run(tmp_path, "--methods", "lora,full", "--baseline", "full") == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already done, skipped") == 2 and "comparison against full" in printed
 
 
 def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path, capsys):

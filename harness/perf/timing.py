@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from harness import machineload
 from harness.config import TrainConfig, build_configs
 from harness.measure import SavedTensorBytes, StepClock, count_flops, percentile, total_params
 from harness.models import SMOLLM2_SHAPES, TINY_LLAMA_CONFIG, build_llama
@@ -180,10 +181,11 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
     if counter is not None:
         counter.close()
     bar = tqdm(range(cfg.rounds), desc="perf rounds", disable=not progress, dynamic_ncols=True)
-    for r in bar:
-        order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
-        for c in order:
-            c.round_times.append(c.run(cfg.steps_per_round, clock))
+    with machineload.track() as load:  # the timed rounds only
+        for r in bar:
+            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+            for c in order:
+                c.round_times.append(c.run(cfg.steps_per_round, clock))
     op_profiles: dict[str, dict[str, dict[str, float]]] = {}
     for c in tqdm(contenders if profile_steps else [], desc="profiling", disable=not progress, dynamic_ncols=True):
         op_profiles[c.name] = profile_ops(lambda c=c: c.run(profile_steps, clock), profile_steps, device)
@@ -224,7 +226,7 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
 
     result = {"config": dataclasses.asdict(cfg), "device": describe_device(device), "torch": torch.__version__,
               "instructions": "counted: user-space, one thread, one untimed step" if counter else no_counter,
-              "methods": rows}
+              "methods": rows, "load": load}
     if op_profiles:
         result["op_profile"] = {"steps": profile_steps, "ops": op_profiles,
                                 "what": "profiler self time (ms) and calls per step, from untimed steps run "
@@ -240,6 +242,11 @@ def format_table(result: dict[str, Any]) -> str:
     if cfg.get("inject_slowdown"):
         head += "\nINJECTED SLOWDOWN (test aid, not a real figure): " + ", ".join(
             f"{m} x{f:g}" for m, f in cfg["inject_slowdown"].items())
+    if result.get("load"):  # older JSON files have none
+        busy = machineload.busier_than_cores(result["load"])
+        head += (f"\n{'BUSY MACHINE: ' if busy else ''}{machineload.load_note(result['load'])}"
+                 + ("; step times are slower than on a quiet machine (ratios, interleaved, suffer less)"
+                    if busy else ""))
     cols = ["method", "step_s", "p10-p90", "x floor", "+-", "x lora", "+-", "mean x lora", "act MiB",
             "grad MiB", "opt MiB", "trainable%"]
     mib = lambda b: f"{(b or 0) / 2**20:.1f}"  # noqa: E731
