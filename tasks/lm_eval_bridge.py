@@ -273,7 +273,7 @@ def _check_data(name: str, manager: Any) -> None:
     except Exception as err:  # noqa: BLE001 - offline hub, missing file, bad config: one message
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise sources.DataError(
-            f"lm-eval task {name}: its data could not be loaded ({type(err).__name__}: {first}); lm-eval needs it "
+            f"lm-eval:{name}: its data could not be loaded ({type(err).__name__}: {first}); lm-eval needs it "
             f"in the Hugging Face cache of this machine (run it once where the hub is reachable)") from None
 
 

@@ -130,7 +130,9 @@ def test_slurm_via_submitit_writes_the_same_run_folders(local, tmp_path):
     runs = _statuses(out)
     assert len(runs) == 1 and set(runs) <= set(local["final"])
     mine = _comparable(out)
-    pd.testing.assert_frame_equal(mine, _comparable(local["out"]).query("run_id in @runs").reset_index(drop=True))
+    # the local table also holds full-FT rows (no r): its csv reads r as float, this one as int
+    pd.testing.assert_frame_equal(mine, _comparable(local["out"]).query("run_id in @runs").reset_index(drop=True),
+                                  check_dtype=False)
     assert any((out / "slurm").iterdir())  # submitit's job folders
 
 

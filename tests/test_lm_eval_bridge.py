@@ -178,6 +178,6 @@ def test_named_task_without_its_data_fails_in_one_line(items, tmp_path, monkeypa
     task = _named(items, tmp_path, monkeypatch)
     for data in tmp_path.rglob("peftbench_*.jsonl"):
         data.unlink()  # as if lm-eval's data were neither cached nor reachable
-    with pytest.raises(sources.DataError, match=r"^lm-eval task peftbench_\S+: its data could not be loaded") as err:
+    with pytest.raises(sources.DataError, match=r"^lm-eval:peftbench_\S+: its data could not be loaded") as err:
         task.load()
     assert "\n" not in str(err.value)

@@ -63,5 +63,5 @@ def test_cuda_without_cuda_is_one_line(tmp_path, capsys, monkeypatch, command):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code = main([*command, "--model", "tiny-llama", "--device", "cuda", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err and err.startswith("bench: error: --device cuda: torch sees no CUDA device")
+    assert code == 2 and "\n" not in err and err.startswith("bench: error: --device cuda: this torch sees no CUDA device")
     assert not (tmp_path / "runs").exists()
