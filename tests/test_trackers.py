@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 import struct
 
 import pytest
@@ -96,8 +97,15 @@ def test_wandb_offline_run_records(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     _run(("wandb",), tmp_path)
     (path,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    records = _wandb_records(path)
-    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")  # later ones update it
+    # wandb's service process writes the file; on a loaded machine its last records land a moment later
+    deadline = time.monotonic() + 60
+    while True:
+        records = _wandb_records(path)
+        runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        if runs or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    run = runs[0]  # later ones update it
     assert run.display_name == "run-1" and run.project == "peft-bench"
     config = {u.key: json.loads(u.value_json) for u in run.config.update}
     assert config["train"]["lr"] == 0.001 and config["method_config"]["r"] == 8
