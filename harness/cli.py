@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])
     if getattr(args, "data_dir", None):
+        if not args.data_dir.is_dir():  # a typo must not fall back silently to other data
+            print(f"bench: error: --data-dir {args.data_dir}: no such folder", file=sys.stderr)
+            return 2
         os.environ["PEFT_BENCH_DATA"] = str(args.data_dir.resolve())
     if getattr(args, "no_progress", False):  # also transformers' weight-loading bars, here and in workers
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

@@ -645,3 +645,10 @@ def test_download_is_checksummed_into_the_cache(upstream, tmp_path):
     assert not [p for p in path.parent.iterdir() if not p.name.endswith(".lock")]  # nothing wrong kept
     with pytest.raises(download.DownloadError, match="could not download"):
         download.fetch("llm-adapters/dataset/nosuch/test.json", good, progress=False)
+
+
+def test_a_data_dir_that_does_not_exist_is_one_line(tmp_path, capsys):
+    code, _, err = bench(capsys, "run", "--methods", "lora", "--tasks", "arc_e", "--model", "tiny-llama",
+                         "--data-dir", tmp_path / "nosuch", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "--data-dir", "no such folder")
+    assert not (tmp_path / "out").exists()
