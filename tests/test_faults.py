@@ -580,6 +580,7 @@ def test_missing_data_names_every_place_tried(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PEFT_BENCH_DATA", str(tmp_path / "given"))  # what --data-dir sets; undone afterwards
     monkeypatch.setenv("PEFT_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PEFT_BENCH_OFFLINE", "1")
+    (tmp_path / "given").mkdir()  # a folder the user gave that lacks the file (a missing folder is its own error)
     code, _, err = bench(capsys, *RUN, "--methods", "lora", "--tasks", "arc_e", "--data-dir", tmp_path / "given",
                          "--out", tmp_path / "o")
     line = assert_one_line_error(code, err, "arc_e")
