@@ -321,6 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plans = plan.runs(run_grid(args))
     check_model(args.model)
+    plan.check_on_models(plans)
     out: Path = args.out
     print(_budget_line(plans))
     note = model_info(args.model).note

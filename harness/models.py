@@ -181,11 +181,15 @@ def _convert_smollm2(target: Path) -> None:
         raise
 
 
+def _smollm2_target() -> Path:
+    return cache_dir() / "smollm2-135m-instruct-q4_1-fp32"
+
+
 def smollm2_dir() -> Path:
     """The converted fp32 folder, converting it first if no process has yet (one at a time)."""
     from filelock import FileLock
 
-    target = cache_dir() / "smollm2-135m-instruct-q4_1-fp32"
+    target = _smollm2_target()
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +274,28 @@ def check_model(name: str) -> None:
         raise _load_error(name, err) from None
     finally:
         hub_log.setLevel(level)
+
+
+def skeleton(name: str) -> nn.Module | None:
+    """The model's modules and shapes on the meta device, with no weights (instant, no memory),
+    so a method config that names weights or depends on shapes is checked before anything runs.
+
+    ``None`` when the model's config cannot be read here; the run then checks when it loads.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+    converted = _smollm2_target()
+    if name == "tiny-llama":
+        config = LlamaConfig(**TINY_LLAMA_CONFIG)
+    elif name == "smollm2-shapes" or (name == "smollm2-135m" and not (converted / "config.json").exists()):
+        config = LlamaConfig(**SMOLLM2_SHAPES)  # the embedded model's shapes, before its first conversion
+    else:
+        try:
+            config = AutoConfig.from_pretrained(str(converted) if name == "smollm2-135m" else name)
+        except (OSError, ValueError):
+            return None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
 
 
 def _load_pretrained(path: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:

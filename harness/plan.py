@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import checks
 from harness.config import (EVAL_KEYS, ConfigError, EvalConfig, RunConfig, TrainConfig, apply_to_dataclass,
-                            build_configs, config_to_dict)
+                            build_configs, config_from_dict, config_to_dict)
 from methods import registry as method_registry
 from tasks import protocols
 from tasks import registry as task_registry
@@ -85,6 +86,22 @@ def runs(grid: Grid) -> list[RunConfig]:
     if text and not Path(text).is_file():
         raise ConfigError(f"--retention-text {text}: no such file")
     return plans
+
+
+def check_on_models(plans: list[RunConfig]) -> None:
+    """Every method config that a method can check against its model's shapes (LoSiA's
+    ``init_subnets``), checked on a weightless skeleton before anything runs."""
+    from harness.models import skeleton
+
+    skeletons: dict[str, Any] = {}
+    for cfg in plans:
+        spec = method_registry.get(cfg.method)
+        if spec.check_model is None:
+            continue
+        if cfg.model not in skeletons:
+            skeletons[cfg.model] = skeleton(cfg.model)
+        if skeletons[cfg.model] is not None:
+            spec.check_model(skeletons[cfg.model], config_from_dict(spec.config_cls, cfg.method_config))
 
 
 def _addressed(overrides: dict[str, str], given: tuple[str, ...], registered: list[str]) -> dict[str, str]:

@@ -206,6 +206,7 @@ class Adapted:
 
 
 AdaptFn = Callable[[nn.Module, Any, TrainContext], Adapted]
+CheckFn = Callable[[nn.Module, Any], None]
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,9 @@ class MethodSpec:
     # config keys that set how much the method trains (LoRA's r, LoSiA's rank_factor): columns of
     # results.csv, so a table groups by them without reading every run.json
     size_keys: tuple[str, ...] = ()
+    # checks a config against the model's modules and shapes before anything runs (the harness
+    # passes a weightless skeleton on the meta device); raises MethodConfigError with one line
+    check_model: CheckFn | None = None
 
     def default_config(self) -> Any:
         return self.config_cls()

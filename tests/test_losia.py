@@ -496,3 +496,40 @@ def test_pro_siblings_share_one_input_gather(monkeypatch) -> None:
     assert calls == [24, 8, 16, 16]
     loss.backward()
     assert len(calls) == 4 + 7  # plus one row gather of grad_out per matrix in backward
+
+
+@pytest.mark.parametrize("name", ["losia", "losia-pro"])
+@pytest.mark.parametrize("change,message", [
+    ({"model.layers.1.mlp.up_proj.weight": None}, "no subnet for target weight"),
+    ({"model.layers.0.self_attn.k_proj.weight": [[0, 1, 2], [0, 1, 2, 3, 4, 5, 6, 7]]}, "3 rows, its subnet has 4"),
+    ({"model.layers.0.self_attn.q_proj.weight": [[0, 1, 2, 3, 4, 5, 6, 64], [0, 1, 2, 3, 4, 5, 6, 7]]},
+     "rows index 64 out of range"),
+])
+def test_bad_init_subnets_fails_at_planning(tmp_path, capsys, name: str, change: dict, message: str) -> None:
+    """`bench run` refuses the file before any run starts: one line, exit 2, no run folder, nothing
+    evaluated (the check runs on a weightless skeleton of the model, not on a loaded one)."""
+    from harness import cli
+
+    path = _init_file(tmp_path, build_llama(TINY_LLAMA_CONFIG, seed=0), **change)
+    code = cli.main(["run", "--methods", name, "--tasks", "synthetic", "--model", "tiny-llama", "--max-steps", "2",
+                     "--executor", "inline", "--no-progress", "--set", f"{name}.init_subnets={path}",
+                     "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("bench: error:")]
+    assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "runs").exists() and "budget:" not in out
+
+
+def test_good_init_subnets_passes_planning_on_the_skeleton(tmp_path) -> None:
+    """The skeleton's weight names and shapes are the loaded model's, so a good file passes."""
+    from harness import plan
+    from harness.models import skeleton
+
+    meta = skeleton("tiny-llama")
+    assert all(p.is_meta for p in meta.parameters())
+    assert {k: tuple(v.shape) for k, v in meta.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in build_llama(TINY_LLAMA_CONFIG).state_dict().items()}
+    path = _init_file(tmp_path, build_llama(TINY_LLAMA_CONFIG, seed=0))
+    plans = plan.runs(plan.Grid(model="tiny-llama", methods=("losia-pro",), tasks="synthetic",
+                                overrides={"losia-pro.init_subnets": path}))
+    plan.check_on_models(plans)  # no error

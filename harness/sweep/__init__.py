@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import launch
+from harness import launch, plan
 from harness.config import RunConfig
 from harness.executors.base import ExecutorOptions, Job
 from harness.sweep import select
@@ -23,6 +23,7 @@ def run(sweep: Sweep, executor: str, options: ExecutorOptions, job: Job, retry_f
         ) -> tuple[list[RunConfig], int]:
     """Tuning runs (with ``select``), then the final runs; returns the final runs and the failures."""
     groups, labels = expand(sweep)
+    plan.check_on_models(every_run(groups))
     failed = 0
     if sweep.select:
         tuning = select.tuning_runs(sweep, groups)

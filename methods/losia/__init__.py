@@ -19,7 +19,7 @@ from torch import nn
 
 from methods.base import MethodSpec, TrainContext
 from methods.losia.config import LosiaConfig
-from methods.losia.model import LosiaAdapted, adapt_losia
+from methods.losia.model import LosiaAdapted, adapt_losia, check_on_model
 
 
 def adapt(model: nn.Module, cfg: LosiaConfig, ctx: TrainContext) -> LosiaAdapted:
@@ -55,7 +55,8 @@ _CONVENTIONS = ("; importance on the pre-update weight; compat=spec (default): A
 METHODS = [
     MethodSpec("losia", "LoSiA: train a p x p subnet block of every decoder linear, re-localized by importance "
                "(full weight gradients, sliced)" + _CONVENTIONS, LosiaConfig, adapt, presets={"paper": dict(_PAPER)},
-               size_keys=("rank_factor",)),
+               size_keys=("rank_factor",), check_model=check_on_model),
     MethodSpec("losia-pro", "LoSiA-Pro: LoSiA with a backward that computes only the subnet block's gradient"
-               + _CONVENTIONS, LosiaConfig, adapt_pro, presets={"paper": dict(_PAPER)}, size_keys=("rank_factor",)),
+               + _CONVENTIONS, LosiaConfig, adapt_pro, presets={"paper": dict(_PAPER)}, size_keys=("rank_factor",),
+               check_model=check_on_model),
 ]

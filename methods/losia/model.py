@@ -222,14 +222,28 @@ class LosiaAdapted(Adapted):
         }
 
 
+def check_on_model(model: nn.Module, cfg: LosiaConfig) -> None:
+    """Before anything runs: an ``init_subnets`` file must give every target of this model its
+    subnet's shape, in range (``model`` may be a weightless skeleton on the meta device)."""
+    if cfg.init_subnets:
+        targets = _find_targets(model, cfg)
+        _check_init_file(cfg, targets, [_block_shape(cfg, linear.weight, layer, name) for name, linear, layer in targets])
+
+
+def _check_init_file(cfg: LosiaConfig, targets: list[tuple[str, nn.Linear, int | str]],
+                     shapes: list[tuple[int, int]]) -> dict[str, tuple[list[int], list[int]]]:
+    given = read_init_file(cfg.init_subnets)
+    check_init(cfg.init_subnets, given, {name + ".weight": (tuple(linear.weight.shape), shape)
+                                         for (name, linear, _), shape in zip(targets, shapes)})
+    return given
+
+
 def _initial_subnets(cfg: LosiaConfig, targets: list[tuple[str, nn.Linear, int | str]], seed: int
                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(R, C) per target: from ``init_subnets`` (checked first), else random (seeded), sorted."""
     shapes = [_block_shape(cfg, linear.weight, layer, name) for name, linear, layer in targets]
     if cfg.init_subnets:
-        given = read_init_file(cfg.init_subnets)
-        check_init(cfg.init_subnets, given, {name + ".weight": (tuple(linear.weight.shape), shape)
-                                             for (name, linear, _), shape in zip(targets, shapes)})
+        given = _check_init_file(cfg, targets, shapes)
         return [(as_index(given[name + ".weight"][0]), as_index(given[name + ".weight"][1])) for name, _, _ in targets]
     gen = torch.Generator().manual_seed(seed)
     return [(torch.randperm(linear.out_features, generator=gen)[:n_rows].sort().values,
