@@ -233,10 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="wall time (default) or this thread's CPU time (needs --threads 1; the gate's clock: "
                            "load on a shared machine cannot stretch it)")
     perf.add_argument("--repeat", type=int, default=0, metavar="N",
-                      help="with --check: run N checks back to back and report how many failed (false-alarm rate)")
+                      help="with --check: run N checks back to back and report how many failed (false-alarm rate); "
+                           "with --update: record the baseline from N measurements, their rounds pooled")
     perf.add_argument("--inject-slowdown", default=None, metavar="METHOD=FACTOR",
                       help="TEST AID for the gate: stretch each timed step of METHOD to FACTOR x its time (by "
-                           "sleeping inside the timed region); with --repeat, reports the detection rate")
+                           "busy-waiting inside the timed region); with --repeat, reports the detection rate")
     perf.add_argument("--profile", type=int, default=0, metavar="STEPS",
                       help="after the timed rounds, profile STEPS more steps of each method (untimed) and "
                            "print the ops that add most time over the floor")

@@ -168,7 +168,7 @@ _FIGURES = [
     # bench perf (interleaved rounds against the frozen floor, one process)
     Metric("step_time_mean_s", "s", False, "Step mean (s)", "mean wall time of one optimizer step", fixed(3)),
     Metric("ratio_to_floor", "ratio", False, "x floor",
-           "median over rounds of the step time over the frozen floor's in the same round", fixed(3)),
+           "median over rounds of the step time over the frozen floor's, their steps alternated one by one", fixed(3)),
     Metric("ratio_to_lora", "ratio", False, "x lora",
            "median over rounds of the step time over LoRA's in the same round", fixed(3)),
     Metric("mem_accounted_bytes", "bytes", False, "Accounted (MiB)",

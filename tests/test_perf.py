@@ -162,6 +162,36 @@ def test_injected_slowdown_stretches_the_timed_step():
     assert contender.run(1, clock) == [0.131]
 
 
+def test_each_ratio_pairs_a_method_step_by_step_with_the_floor(monkeypatch):
+    """A machine that slows down steadily cancels in the ratio: every round of a method that costs
+    exactly 2x the floor reads 2.0, because its steps alternate one by one with floor steps."""
+    from torch import nn
+
+    from harness.perf import timing
+
+    clock = {"now": 0.0, "speed": 1.0}
+    order: list[str] = []
+
+    def contender(name: str, cost: float) -> Contender:
+        def step(_: int, profile: dict | None) -> None:
+            if profile is None:
+                order.append(name)
+            if name == timing.FLOOR:
+                clock["speed"] *= 1.1  # the machine drifts: each floor step is 10% slower than the last
+            clock["now"] += cost * clock["speed"]
+        return Contender(name, step, nn.Linear(2, 2), 0, 1)
+
+    monkeypatch.setattr(timing, "StepClock", lambda device: type("C", (), {"now": lambda self: clock["now"]})())
+    monkeypatch.setattr(timing, "_floor", lambda *a: contender(timing.FLOOR, 1.0))
+    monkeypatch.setattr(timing, "_method", lambda name, *a: contender(name, {"a": 2.0, "b": 3.0}[name]))
+    result = measure(PerfConfig(shape="tiny", methods=("a", "b"), rounds=4, steps_per_round=3, warmup_steps=0),
+                     progress=False)
+    timed = order[-4 * 2 * 3 * 2:]
+    assert timed[0::2] == [timing.FLOOR] * 24 and set(timed[1::2]) == {"a", "b"}
+    assert result["methods"]["a"]["ratio_to_floor_rounds"] == pytest.approx([2.0] * 4)
+    assert result["methods"]["b"]["ratio_to_floor_rounds"] == pytest.approx([3.0] * 4)
+
+
 def test_instruction_counter_counts_or_says_why():
     counter, reason = open_instruction_counter()
     if counter is None:
@@ -176,9 +206,12 @@ def test_cli_update_check_repeat_and_summary(tmp_path, monkeypatch, capsys):
     path = tmp_path / "base.json"
     args = ["perf", "--shape", "tiny", "--methods", "lora", "--batch-size", "2", "--seq-len", "32", "--rounds", "5",
             "--steps-per-round", "1", "--threads", "1", "--clock", "cpu", "--no-progress"]
-    assert cli.main([*args, "--check", str(path), "--update"]) == 0
+    assert cli.main([*args, "--check", str(path), "--update", "--repeat", "2"]) == 0
     data = baselines.load(path)
     assert (data["config"]["threads"], data["config"]["clock"], len(data["machines"])) == (1, "cpu", 1)
+    entry = next(iter(data["machines"].values()))  # two measurements' rounds pooled; a check measures 5
+    assert entry["measurements"] == 2 and len(entry["methods"]["lora"]["ratio_to_floor_rounds"]) == 10
+    assert data["config"]["rounds"] == 5
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     code = cli.main(["perf", "--check", str(path), "--no-progress", "--json", str(tmp_path / "now.json")])
@@ -196,7 +229,8 @@ def test_cli_update_check_repeat_and_summary(tmp_path, monkeypatch, capsys):
     (["--methods", "nosuch"], "unknown method 'nosuch'"),
     (["--methods", "lora", "--inject-slowdown", "dora=1.3"], "--inject-slowdown 'dora=1.3'"),
     (["--methods", "lora", "--inject-slowdown", "lora=fast"], "METHOD=FACTOR"),
-    (["--methods", "lora", "--repeat", "3"], "--repeat and --inject-slowdown work with --check"),
+    (["--methods", "lora", "--repeat", "3"], "--repeat works with --check BASELINE"),
+    (["--methods", "lora", "--inject-slowdown", "lora=1.3"], "--inject-slowdown works with --check BASELINE"),
     (["--methods", "lora", "--clock", "cpu"], "--clock cpu times one thread"),
 ])
 def test_bad_perf_options_are_one_line(args, needle, capsys):

@@ -5,7 +5,7 @@ was recorded on, keyed by :func:`machine_key` (CPU model and core count, or GPU 
 ratios to the floor depend on the processor (issue 18: +14-17% between an Intel Xeon and an AMD
 EPYC at tiny shapes), so a check compares with its own machine's entry when there is one.
 
-    {"format": 2, "config": {...setup...},
+    {"format": 3, "config": {...setup...},
      "machines": {"AMD EPYC x2": {"device": {...}, "torch": "...", "recorded": "2026-...Z",
                                   "instructions": "...", "methods": {"lora": {"ratio_to_floor_rounds":
                                   [...], "ratio_to_floor": ..., "activation_bytes": ..., ...}, ...}}}}
@@ -23,7 +23,8 @@ from typing import Any
 
 from harness.config import ConfigError
 
-FORMAT = 2
+# 3: ratios from steps alternated one by one with the floor's (2 paired whole rounds: not comparable)
+FORMAT = 3
 # setup keys that must agree for ratios to be comparable (value assumed when a file lacks one)
 SETUP_KEYS = {"shape": None, "batch_size": None, "seq_len": None, "start_step": 0, "overrides": {}, "threads": 0,
               "clock": "wall"}
@@ -96,7 +97,8 @@ def with_measurement(baseline: dict[str, Any] | None, result: dict[str, Any]) ->
     """
     config = {k: v for k, v in result["config"].items() if k not in ("device", "inject_slowdown")}
     entry = {"device": result["device"], "torch": result["torch"], "instructions": result["instructions"],
-             "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "methods": result["methods"]}
+             "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "measurements": result.get("measurements", 1), "methods": result["methods"]}
     machines, notes = {}, []
     if baseline is not None:
         if setup_differences(baseline["config"], config):

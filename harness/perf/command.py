@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from harness.config import ConfigError, split_overrides
 from harness.environment import pick_device
 from harness.perf import baseline as baselines
 from harness.perf.opprofile import format_breakdown
-from harness.perf.timing import FLOOR, PerfConfig, format_table, measure, write_json
+from harness.perf.timing import FLOOR, PerfConfig, format_table, measure, spread, write_json
 from harness.perf.verdict import RECHECK_FACTOR, Comparison, compare, confirm, markdown, publish
 from harness.records import atomic_write_text
 from methods import registry
@@ -83,6 +84,20 @@ def check(cfg: PerfConfig, baseline: dict[str, Any], result: dict[str, Any], pro
     return comparison
 
 
+def pooled(first: dict[str, Any], more: list[dict[str, Any]]) -> dict[str, Any]:
+    """``first`` with every method's per-round ratios pooled over all the measurements.
+
+    A ratio's median moves by ~5-10% from one measurement to the next on a shared VM, more than
+    its rounds' spread suggests; a baseline recorded from one measurement carries that offset
+    into every later check, so a baseline is recorded from several.
+    """
+    for name, row in first["methods"].items():
+        rounds = row["ratio_to_floor_rounds"] + [r for m in more for r in m["methods"][name]["ratio_to_floor_rounds"]]
+        row.update(ratio_to_floor_rounds=rounds, ratio_to_floor=statistics.median(rounds), ratio_to_floor_spread=spread(rounds))
+    first["measurements"] = 1 + len(more)
+    return first
+
+
 def _loadavg() -> str:
     try:
         return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -114,11 +129,15 @@ def run(args: argparse.Namespace) -> int:
     path: Path | None = args.check
     baseline = baselines.load(path) if path is not None and (not args.update or path.exists()) else None
     cfg = _config(args, baseline)
-    if (args.repeat or cfg.inject_slowdown) and (baseline is None or args.update):
-        raise ConfigError("--repeat and --inject-slowdown work with --check BASELINE, never with --update")
-    if args.repeat:
+    if cfg.inject_slowdown and (baseline is None or args.update):
+        raise ConfigError("--inject-slowdown works with --check BASELINE, never with --update")
+    if args.repeat and path is None:
+        raise ConfigError("--repeat works with --check BASELINE (checks) or --check BASELINE --update (recording)")
+    if args.repeat and not args.update:
         return repeat(cfg, baseline, args.repeat)
     result = measure(cfg, progress=not args.no_progress, profile_steps=args.profile)
+    if args.update and args.repeat > 1:
+        result = pooled(result, [measure(cfg, progress=not args.no_progress) for _ in range(args.repeat - 1)])
     print(format_table(result))
     if "op_profile" in result:
         print(format_breakdown(result["op_profile"]["ops"], FLOOR))

@@ -2,9 +2,12 @@
 
 The *floor* is the cheapest step any adapter method can have on this model: every weight frozen,
 forward plus the backward that input gradients need (to the embeddings' output), no weight
-gradient, no optimizer. Methods and the floor are timed round by round, interleaved (the order
-rotates each round), so slow drifts of a noisy machine hit all of them alike; each figure that
-compares methods is a ratio of medians measured in the same round, summarised over rounds.
+gradient, no optimizer. Methods are timed round by round (the order rotates each round), and
+within a round each method's steps alternate one by one with floor steps: a method's ratio for the
+round is the median of its steps over the median of the floor steps taken between them, so both
+sides of a ratio see the same moment of a noisy machine. On this project's 2-core VMs that cut
+the round-to-round spread of a ratio from ~15% (method and floor timed a second apart) to ~5%.
+Figures are summarised over rounds.
 """
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ class Contender:
         self.name, self.step_fn, self.model, self.trainable, self.tokens = name, step_fn, model, trainable, tokens
         self.step = start_step
         self.round_times: list[list[float]] = []
+        self.floor_times: list[list[float]] = []  # per round, the floor steps alternated with this one's
         self.profile: dict[str, int] = {}
         self.slowdown = 1.0
 
@@ -81,9 +85,7 @@ class Contender:
             t0 = clock.now()
             self.step_fn(self.step, None)
             if self.slowdown != 1.0:
-                end = clock.now() + (self.slowdown - 1.0) * (clock.now() - t0)
-                while clock.now() < end:
-                    pass
+                _busy_until(clock, clock.now() + (self.slowdown - 1.0) * (clock.now() - t0))
             times.append(clock.now() - t0)
             self.step += 1
         return times
@@ -91,6 +93,16 @@ class Contender:
     def untimed_step(self, profile: dict[str, int] | None = None) -> None:
         self.step_fn(self.step, profile)
         self.step += 1
+
+
+def _busy_until(clock: Any, end: float) -> None:
+    """Spin until ``clock`` reads ``end``, reading it about every 0.2 ms: the CPU-time clock is a
+    system call, and a tight loop of them (thousands per step) slowed the floor step that
+    followed, hiding part of the injected slowdown."""
+    while clock.now() < end:
+        stop = time.perf_counter() + min(2e-4, end - clock.now())
+        while time.perf_counter() < stop:
+            pass
 
 
 class ThreadCpuClock:
@@ -148,7 +160,7 @@ def _method(name: str, cfg: PerfConfig, shape: dict[str, Any], device: torch.dev
                      cfg.start_step)
 
 
-def _spread(values: list[float]) -> float:
+def spread(values: list[float]) -> float:
     """Half the p10-p90 range: the typical round-to-round wobble of a ratio."""
     return (percentile(values, 90) - percentile(values, 10)) / 2 if len(values) > 1 else 0.0
 
@@ -180,22 +192,30 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
         c.slowdown = cfg.inject_slowdown.get(c.name, 1.0)
     if counter is not None:
         counter.close()
+    floor, methods = contenders[0], contenders[1:]
     bar = tqdm(range(cfg.rounds), desc="perf rounds", disable=not progress, dynamic_ncols=True)
     with machineload.track() as load:  # the timed rounds only
         for r in bar:
-            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
-            for c in order:
-                c.round_times.append(c.run(cfg.steps_per_round, clock))
+            floor.round_times.append([])
+            for c in methods[r % len(methods):] + methods[: r % len(methods)]:
+                mine, floors = [], []
+                for _ in range(cfg.steps_per_round):  # one by one: both sides of the ratio see the same moment
+                    floors += floor.run(1, clock)
+                    mine += c.run(1, clock)
+                c.round_times.append(mine)
+                c.floor_times.append(floors)
+                floor.round_times[-1] += floors
+            if not methods:
+                floor.round_times[-1] = floor.run(cfg.steps_per_round, clock)
     op_profiles: dict[str, dict[str, dict[str, float]]] = {}
     for c in tqdm(contenders if profile_steps else [], desc="profiling", disable=not progress, dynamic_ncols=True):
         op_profiles[c.name] = profile_ops(lambda c=c: c.run(profile_steps, clock), profile_steps, device)
-    floor = contenders[0]
     base_params = total_params(floor.model)
     rows: dict[str, dict[str, Any]] = {}
     for c in contenders:
-        medians = [statistics.median(t) for t in c.round_times]
         all_times = [t for round_ in c.round_times for t in round_]
-        ratios = [m / f for m, f in zip(medians, (statistics.median(t) for t in floor.round_times))]
+        paired = c.floor_times or c.round_times  # the floor is paired with itself
+        ratios = [statistics.median(m) / statistics.median(f) for m, f in zip(c.round_times, paired)]
         row = {
             "ratio_to_floor_rounds": ratios,
             "step_time_s": statistics.median(all_times),
@@ -203,9 +223,9 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
             "step_time_p10_s": percentile(all_times, 10),
             "step_time_p90_s": percentile(all_times, 90),
             "ratio_to_floor": statistics.median(ratios),
-            "ratio_to_floor_spread": _spread(ratios),
+            "ratio_to_floor_spread": spread(ratios),
             "ratio_to_floor_mean": statistics.fmean(all_times) / statistics.fmean(
-                [t for round_ in floor.round_times for t in round_]),
+                [t for round_ in paired for t in round_]),
             "tokens_per_s": c.tokens / statistics.median(all_times),
             "trainable_params": c.trainable,
             "trainable_pct": 100.0 * c.trainable / base_params,
@@ -220,7 +240,7 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
         for c in contenders:
             ratios = [statistics.median(t) / l for t, l in zip(c.round_times, lora)]
             rows[c.name]["ratio_to_lora"] = statistics.median(ratios)
-            rows[c.name]["ratio_to_lora_spread"] = _spread(ratios)
+            rows[c.name]["ratio_to_lora_spread"] = spread(ratios)
             rows[c.name]["ratio_to_lora_mean"] = rows[c.name]["step_time_mean_s"] / lora_mean
     from harness.environment import describe_device
 
