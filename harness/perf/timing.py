@@ -99,8 +99,8 @@ def _busy_until(clock: Any, end: float) -> None:
     """Spin until ``clock`` reads ``end``, reading it about every 0.2 ms: the CPU-time clock is a
     system call, and a tight loop of them (thousands per step) slowed the floor step that
     followed, hiding part of the injected slowdown."""
-    while clock.now() < end:
-        stop = time.perf_counter() + min(2e-4, end - clock.now())
+    while (left := end - clock.now()) > 0:
+        stop = time.perf_counter() + min(2e-4, left)
         while time.perf_counter() < stop:
             pass
 
