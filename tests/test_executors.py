@@ -82,6 +82,7 @@ def local(tmp_path_factory):
 
 
 @pytest.mark.needs_data
+@pytest.mark.slow  # a real worker process is killed mid-run and the grid resubmitted (~20 s)
 def test_a_killed_worker_fails_its_run_and_a_resubmission_finishes_only_the_rest(local):
     assert local["codes"] == (1, 1, 0)
     after_kill = local["after_kill"]

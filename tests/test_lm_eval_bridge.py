@@ -132,6 +132,7 @@ def test_named_lm_eval_task_runs_offline(tiny, items, tmp_path, monkeypatch):
         lm_eval_bridge.make_task("nosuch").load()
 
 
+@pytest.mark.slow  # builds lm-eval's own task objects for two tasks (~16 s)
 def test_our_requests_are_lm_evals_own_task_definitions(tiny):
     """lm-eval's own YAML (arc_challenge; hellaswag with its process_docs) over our local items asks
     exactly our requests, and lm-eval running it on a tiny Llama picks what our native scorer picks."""

@@ -77,7 +77,9 @@ def test_nan_loss_is_a_failed_run(tmp_path):
     (["--methods", "lora", "--set", "nosuch=1"], "valid: "),
     (["--methods", "lora", "--set", "dora.r=1"], "not a method in this run"),
     (["--methods", "lora", "--tasks", "nosuch"], "valid"),
-    (["--methods", "lora", "--model", "nosuch-org/nosuch-model"], "built-in name: smollm2-135m"),
+    # slow: the hub lookup of an unknown id waits out its retries (~20 s) before failing
+    pytest.param(["--methods", "lora", "--model", "nosuch-org/nosuch-model"], "built-in name: smollm2-135m",
+                 marks=pytest.mark.slow),
     (["--methods", "lora", "--set", "lora.r=abc"], "'r' of method 'lora' (--set): expected a number"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, needle):
@@ -117,6 +119,7 @@ def test_readme_tiny_command_with_default_retention(tmp_path):
 
 
 @pytest.mark.needs_data
+@pytest.mark.slow  # the hub lookup of an unknown id waits out its retries (~20 s)
 def test_eval_refuses_an_unresolvable_model_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = ["eval", "--model", "nosuch-org/nosuch-model", "--tasks", "arc_e", "--out", str(tmp_path)]
