@@ -91,12 +91,20 @@ def model_info(name: str) -> ModelInfo:
     return REGISTRY.get(name) or ModelInfo(name, "Hugging Face model id or local folder")
 
 
-def build_llama(config: dict[str, Any], seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """A randomly initialised LlamaForCausalLM from a config dict (deterministic given seed)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_config(config: dict[str, Any]) -> Any:
+    """The LlamaConfig of a built-in random model (tiny-llama, smollm2-shapes)."""
+    from transformers import LlamaConfig
 
     cfg = LlamaConfig(**config, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def build_llama(config: dict[str, Any], seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A randomly initialised LlamaForCausalLM from a config dict (deterministic given seed)."""
+    from transformers import LlamaForCausalLM
+
+    cfg = llama_config(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
@@ -282,13 +290,13 @@ def skeleton(name: str) -> nn.Module | None:
 
     ``None`` when the model's config cannot be read here; the run then checks when it loads.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     converted = _smollm2_target()
     if name == "tiny-llama":
-        config = LlamaConfig(**TINY_LLAMA_CONFIG)
+        config = llama_config(TINY_LLAMA_CONFIG)
     elif name == "smollm2-shapes" or (name == "smollm2-135m" and not (converted / "config.json").exists()):
-        config = LlamaConfig(**SMOLLM2_SHAPES)  # the embedded model's shapes, before its first conversion
+        config = llama_config(SMOLLM2_SHAPES)  # the embedded model's shapes, before its first conversion
     else:
         try:
             config = AutoConfig.from_pretrained(str(converted) if name == "smollm2-135m" else name)
