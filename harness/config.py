@@ -18,7 +18,9 @@ import torch
 
 from harness import checks
 from harness.errors import ConfigError
-from methods.base import MethodSpec, TrainContext
+from harness.schema import settings as catalogue
+from harness.schema.record import normalized_config
+from methods.base import Artifacts, MethodSpec, TrainContext
 
 
 @dataclass
@@ -76,18 +78,18 @@ class EvalConfig:
     max_new_tokens: int = 0  # generation protocol: 0 = the task's budget (32 choice tasks, 256 math)
 
 
-EVAL_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig))
+EVAL_KEYS: tuple[str, ...] = catalogue.EVAL_KEYS
 
 
 def method_context(train: TrainConfig, total_steps: int, seed: int, device: torch.device | str,
                    calibration_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None,
-                   run_dir: Path | None = None) -> TrainContext:
+                   artifacts: Artifacts | None = None) -> TrainContext:
     """What a method is told about the training it is prepared for: the one place trainer
     settings become a ``TrainContext`` (methods never see ``TrainConfig``: they never import the harness)."""
     return TrainContext(lr=train.lr, weight_decay=train.weight_decay, warmup_steps=train.resolved_warmup(total_steps),
                         total_steps=total_steps, min_lr_ratio=train.min_lr_ratio, grad_clip=train.grad_clip or None,
                         seed=seed, device=str(device), calibration_batches=calibration_batches,
-                        run_dir=run_dir)
+                        artifacts=artifacts)
 
 
 @dataclass
@@ -117,38 +119,35 @@ class RunConfig:
     def stages(self) -> list[tuple[str, ...]]:
         return [(t,) for t in self.train_tasks] if self.sequence else [self.train_tasks]
 
-    def settings(self) -> dict[str, Any]:
-        """Trainer and evaluation settings as one flat dict: the ``train`` block records (and so
-        run ids and reports) have always carried, kept so across the ``EvalConfig`` split."""
-        return {**dataclasses.asdict(self.train), **dataclasses.asdict(self.eval)}
+    def setting(self, key: str) -> Any:
+        """The value of a catalogued setting (``harness.schema.settings``), whoever owns it."""
+        owner = catalogue.BY_KEY[key].owner
+        holder = self.train if owner == catalogue.TRAINER else self.eval if owner == catalogue.EVAL else self
+        value = getattr(holder, key)
+        return list(value) if isinstance(value, tuple) else value
 
     def resolved(self) -> dict[str, Any]:
-        return {
-            "retention_tasks": list(self.retention_tasks),
-            "retention_text": self.retention_text,
-            "sequence": self.sequence,
-            "model": self.model,
-            "method": self.method,
-            "method_config": self.method_config,
-            "train_tasks": list(self.train_tasks),
-            "eval_tasks": list(self.eval_tasks),
-            "seed": self.seed,
-            "train": self.settings(),
-            "protocol": self.protocol,
-            "backend": self.backend,
-            **({"validation": self.validation} if self.validation else {}),  # absent = 0: ids unchanged
-            **({"adapter": self.adapter} if self.adapter else {}),
-            **({"num_fewshot": self.num_fewshot} if self.num_fewshot is not None else {}),
-            **({"apply_chat_template": True} if self.apply_chat_template else {}),
-        }
+        """The config as records hold it: the run's settings, ``train`` (the trainer's keys) and
+        ``eval`` (the evaluation's); a key marked ``omit_default`` is left out at its default."""
+        defaults = _RUN_DEFAULTS
+        out = {s.key: self.setting(s.key) for s in catalogue.SETTINGS if s.owner == catalogue.RUN
+               and not (s.omit_default and self.setting(s.key) == defaults[s.key])}
+        return {**out, "train": dataclasses.asdict(self.train), "eval": dataclasses.asdict(self.eval)}
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.resolved(), sort_keys=True, default=_jsonable)
+        """A hash of the resolved config in the layout run ids were first computed from (the
+        evaluation keys inside ``train``), so a run recorded before the split keeps its folder."""
+        identity = self.resolved()
+        identity["train"] = {**identity["train"], **identity.pop("eval")}
+        blob = json.dumps(identity, sort_keys=True, default=_jsonable)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         tasks = "+".join(self.train_tasks) if len(self.train_tasks) <= 2 else f"{len(self.train_tasks)}tasks"
         safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in s)  # noqa: E731
         return f"{safe(self.model)}__{safe(self.method)}__{safe(tasks)}__s{self.seed}__{digest}"
+
+
+_RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -276,13 +275,13 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 
 def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
-    """Inverse of ``RunConfig.resolved`` (used to hand a run to a worker process)."""
-    settings = d["train"]
+    """Inverse of ``RunConfig.resolved`` (used to hand a run to a worker process); reads the
+    older layout (evaluation keys inside ``train``) too."""
+    d = normalized_config(d)
     return RunConfig(
         model=d["model"], method=d["method"], method_config=d["method_config"],
         train_tasks=tuple(d["train_tasks"]), eval_tasks=tuple(d["eval_tasks"]), seed=d["seed"],
-        train=TrainConfig(**{k: v for k, v in settings.items() if k not in EVAL_KEYS}),
-        eval=EvalConfig(**{k: v for k, v in settings.items() if k in EVAL_KEYS}),
+        train=TrainConfig(**d["train"]), eval=EvalConfig(**d["eval"]),
         protocol=d.get("protocol", "likelihood"), backend=d.get("backend", "native"),
         retention_tasks=tuple(d.get("retention_tasks", ())), retention_text=d.get("retention_text"),
         sequence=d.get("sequence", False), validation=d.get("validation", 0), adapter=d.get("adapter"),

@@ -26,13 +26,15 @@ import torch
 
 from harness import locks, machineload, metrics, records, safe_io
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict, method_context
+from harness.schema.record import Derived, Evaluated, Evaluation, Figure, RunRecord
+from harness.schema.settings import BEFORE_EVAL_KEYS
 from harness.data import TrainBatches
 from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
                                 sequential_forgetting)
 from harness.measure import MemoryProbe, param_bytes, step_summary, total_params
 from harness.models import cache_dir, load_model
-from harness.runfolder import RunFolder
+from harness.runfolder import MethodFiles, RunFolder
 from harness.trainer import TrainResult, train
 from methods import registry as method_registry
 from methods.base import Adapted, TrainContext
@@ -62,9 +64,9 @@ def run_one(cfg: RunConfig, out: Path, device: torch.device, progress: bool = Tr
         with locks.run_lock(folder) as mine:
             if not mine:
                 return {"run_id": cfg.run_id, "status": "busy", "config": cfg.resolved()}
-            done = records.read_run(folder / "run.json") if skip_ok else None
-            if done and done["status"] == "ok":
-                return {**done, "skipped": "finished meanwhile by another process"}
+            done = records.read_record(folder / "run.json") if skip_ok else None
+            if done and done.status == "ok":
+                return {**done.to_json(), "skipped": "finished meanwhile by another process"}
             return _run(cfg, out, device, progress, command, save, report_to)
     except OSError as err:
         raise safe_io.output_error(err, out) or err from None
@@ -80,18 +82,18 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         # setup
         torch.manual_seed(cfg.seed)
         spec = method_registry.get(cfg.method)
-        run.record["data"] = _data_provenance(cfg)
+        run.record.data = _data_provenance(cfg)
         model, tokenizer = _load(cfg, device)
-        run.record["base_params"] = base_params = total_params(model)
+        run.record.base_params = base_params = total_params(model)
         # evaluate before
         if not run.stages_done:
             for name in _eval_names(cfg):
-                summary, samples, hit = cached_before_eval(out, model, tokenizer, name, cfg, device, progress)
-                run.add_eval({**summary, "cached": hit}, samples)
+                summary, samples = cached_before_eval(out, model, tokenizer, name, cfg, device, progress)
+                run.add_eval(summary, samples)
         if cfg.retention_text:
-            run.record["text_loss_before"] = text_loss(out, model, tokenizer, cfg, device)
+            run.record.text_loss_before = text_loss(out, model, tokenizer, cfg, device)
         # adapt
-        first = _stage(cfg, 1, tokenizer, device, run.path)
+        first = _stage(cfg, 1, tokenizer, device, run.method_files)
         calibration = MemoryProbe(device)
         t0 = time.perf_counter()
         with calibration.track():
@@ -107,18 +109,17 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
                 run.add_eval(*evaluate_task(adapted.for_eval(), tokenizer, name, cfg, metrics.VAL, device, progress,
                                             validation_items(cfg, name)))
         if cfg.retention_text:
-            run.record["text_loss_after"] = text_loss(None, adapted.for_eval(), tokenizer, cfg, device)
-        run.record["derived"] = derived_metrics(cfg, run.record["evals"], run.record)
-        run.record["costs"] = (_costs(results, cfg.train, probe, calibration_time_s, adapted, base_params)
-                               if results else {})
-        run.record["calibration_memory"] = calibration.figures
-        run.record["method_record"] = adapted.record()
-        run.record["train_config"] = cfg.settings()
+            run.record.text_loss_after = text_loss(None, adapted.for_eval(), tokenizer, cfg, device)
+        run.record.derived, run.record.accuracy_matrix = derived_metrics(cfg, run.record.evals, run.record)
+        run.record.costs = (_costs(results, cfg.train, probe, calibration_time_s, adapted, base_params)
+                            if results else {})
+        run.record.calibration_memory = calibration.figures
+        run.record.method_record = adapted.record()
         if save != "none":  # after every evaluation: merging may change the model in place
-            run.record["saved"] = save_trained(adapted, save, run.path / save, cfg.model, tokenizer,
-                                               lambda: load_model(cfg.model)[0],
-                                               {"run_id": cfg.run_id, "method": cfg.method})
-    return run.record
+            run.record.saved = save_trained(adapted, save, run.saved_model(save), cfg.model, tokenizer,
+                                            lambda: load_model(cfg.model)[0],
+                                            {"run_id": cfg.run_id, "method": cfg.method})
+    return run.record.to_json()
 
 
 def eval_only(cfg: RunConfig, out: Path, device: torch.device, progress: bool = True) -> dict[str, Any]:
@@ -126,11 +127,27 @@ def eval_only(cfg: RunConfig, out: Path, device: torch.device, progress: bool = 
     failure too) and added to the tidy table; returns the record."""
     run = RunFolder(cfg, out, device)
     with run.recording():
+        run.record.evaluated = Evaluated(cfg.model, cfg.adapter, adapter_digest(cfg.adapter))
         model, tokenizer = _load(cfg, device)
         for name in cfg.eval_tasks:
             run.add_eval(*evaluate_task(model, tokenizer, name, cfg, metrics.EVAL, device, progress))
     records.rebuild_table(out)
-    return run.record
+    return run.record.to_json()
+
+
+def adapter_digest(adapter: str | None) -> str | None:
+    """A digest of every file of an adapter folder (names and contents), so two evaluations of one
+    folder path holding different weights are told apart; None without an adapter."""
+    if adapter is None:
+        return None
+    root = Path(adapter)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]:
+        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 # -- setup ----------------------------------------------------------------------------------
@@ -165,10 +182,10 @@ class Stage:
     ctx: TrainContext
 
 
-def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device, run_dir: Path) -> Stage:
+def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device, files: MethodFiles) -> Stage:
     """Stage ``number`` (1-based): batches of its tasks' training items (in the protocol's text,
     held-out validation items left out), seeded ``seed + number - 1``, and the method context over
-    its steps (the run folder is where a method may write its own files). Built when the stage
+    its steps (``files``: where the method writes its own files in the run folder). Built when the stage
     starts, so its data is not held in memory before."""
     tc, tasks, seed = cfg.train, cfg.stages()[number - 1], cfg.seed + number - 1
     train_pair = protocols.get(cfg.protocol).train_pair
@@ -184,7 +201,7 @@ def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device, ru
 
     training = batches(seed)
     steps = tc.resolved_steps(len(training))
-    return Stage(number, tasks, training, steps, method_context(tc, steps, seed, device, calibration, run_dir))
+    return Stage(number, tasks, training, steps, method_context(tc, steps, seed, device, calibration, files))
 
 
 def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: Any, first: Stage,
@@ -196,7 +213,7 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
     probe = MemoryProbe(device)
     count = len(cfg.stages())
     for number in range(run.stages_done + 1, count + 1):
-        stage = first if number == 1 else _stage(cfg, number, tokenizer, device, run.path)
+        stage = first if number == 1 else _stage(cfg, number, tokenizer, device, run.method_files)
         if number > 1:
             adapted.start_stage(stage.ctx)
         # the first stage trained here profiles its last timing warm-up step (excluded from timing)
@@ -214,7 +231,7 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
             run.finish_stage(stage.number, stage.tasks, stage.steps, result.train_time_s,
                              adapted.state_dict() if number < count else None)
     if loads:
-        run.record["load"] = machineload.combine(loads)
+        run.record.load = machineload.combine(loads)
     return results, probe
 
 
@@ -232,7 +249,7 @@ def _cache_path(out: Path, kind: str, key_src: dict[str, Any]) -> Path:
 
 def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: RunConfig, phase: str,
                   device: torch.device, progress: bool, items: list[Any] | None = None
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  ) -> tuple[Evaluation, list[dict[str, Any]]]:
     """Evaluate one task under the run's protocol and backend; returns the eval summary (metrics
     with stderr, and how they were measured) and per-sample records. Backends keep exported
     files (lm-eval task YAML, named by a hash of their content) in the project cache."""
@@ -246,30 +263,39 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
                                       workdir=cache_dir(), limit=ec.eval_limit, num_fewshot=cfg.num_fewshot,
                                       apply_chat_template=cfg.apply_chat_template)
     ev = protocols.evaluate(cfg.backend, cfg.protocol, model, tokenizer, task, items, settings)
-    summary = {"task": task_name, "phase": phase, "metrics": ev.metrics, "protocol": ev.protocol,
-               "backend": protocols.backend_for(task, cfg.backend), "prompt": ev.prompt, "shots": ev.shots,
-               "chat_template": ev.chat_template,
-               "data_sha256": _data_sha(data.checksums), "chance": task.chance, "split_note": data.split_note,
-               **({"settings": ev.extra} if ev.extra else {})}
+    summary = Evaluation(task=task_name, phase=phase, metrics=ev.metrics, protocol=ev.protocol,
+                         backend=protocols.backend_for(task, cfg.backend), prompt=ev.prompt, shots=ev.shots,
+                         chat_template=ev.chat_template, data_sha256=_data_sha(data.checksums), chance=task.chance,
+                         split_note=data.split_note, eval_limit=ec.eval_limit, num_beams=ec.num_beams,
+                         max_new_tokens=ec.max_new_tokens, settings=ev.extra or None)
     return summary, ev.samples
 
 
 def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: RunConfig,
-                       device: torch.device, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
-    """The "before" evaluation does not depend on the method: compute it once per model setup."""
+                       device: torch.device, progress: bool) -> tuple[Evaluation, list[dict[str, Any]]]:
+    """The "before" evaluation does not depend on the method: compute it once per model setup
+    (the settings it depends on: ``harness.schema.settings.BEFORE_EVAL_KEYS``). ``cached`` says
+    whether it was read from the cache."""
     data = task_registry.load(task_registry.get(task_name))
-    key_src = {"model": cfg.model, "task": task_name, "protocol": cfg.protocol, "backend": cfg.backend,
-               "data": data.checksums, "eval_limit": cfg.eval.eval_limit, "precision": cfg.train.precision,
-               "num_beams": cfg.eval.num_beams, "max_new_tokens": cfg.eval.max_new_tokens,
-               "scorer": EVAL_SCORER_VERSION, "device": device.type,
-               **{k: v for k, v in cfg.resolved().items() if k in ("num_fewshot", "apply_chat_template")}}
+    resolved = cfg.resolved()
+    recorded = {**resolved, **resolved["train"], **resolved["eval"]}  # a key left out at its default stays out
+    key_src = {**{k: recorded[k] for k in BEFORE_EVAL_KEYS if k in recorded}, "task": task_name,
+               "data": data.checksums, "scorer": EVAL_SCORER_VERSION, "device": device.type}
     path = _cache_path(out, "eval", key_src)
     cached = safe_io.read_json(path, _cache_problem("summary", "samples"), then="evaluated again")
     if cached:
-        return cached["summary"], cached["samples"], True
+        try:
+            summary = Evaluation(**{**cached["summary"], "cached": True})
+            if summary.eval_limit is None:  # cached before evaluations carried their settings
+                summary.eval_limit, summary.num_beams = cfg.eval.eval_limit, cfg.eval.num_beams
+                summary.max_new_tokens = cfg.eval.max_new_tokens
+            return summary, cached["samples"]
+        except TypeError as err:
+            safe_io.warn(f"{path}: damaged ({err}); evaluated again")
     summary, samples = evaluate_task(model, tokenizer, task_name, cfg, metrics.BEFORE, device, progress)
-    records.atomic_write_json(path, {"key": key_src, "summary": summary, "samples": samples})
-    return summary, samples, False
+    safe_io.write_json(path, {"key": key_src, "summary": summary.to_json(), "samples": samples})
+    summary.cached = False
+    return summary, samples
 
 
 def _cache_problem(*keys: str) -> Any:
@@ -293,7 +319,7 @@ def text_loss(out: Path | None, model: torch.nn.Module, tokenizer: Any, cfg: Run
     if cached:
         return cached["loss"]
     loss = mean_token_loss(model, windows, device)
-    records.atomic_write_json(cache, {"key": key_src, "loss": loss})
+    safe_io.write_json(cache, {"key": key_src, "loss": loss})
     return loss
 
 
@@ -310,7 +336,7 @@ def validation_items(cfg: RunConfig, task_name: str) -> list[Any]:
 # -- the run's figures: costs and derived metrics --------------------------------------------
 
 def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, calibration_time_s: float,
-           adapted: Adapted, base_params: int) -> dict[str, tuple[float, str]]:
+           adapted: Adapted, base_params: int) -> dict[str, Figure]:
     """The run's cost figures with their catalogue units, over every stage's steps; the first
     stage's profiled step is the one excluded from timing and the one whose profile is reported."""
     first = results[0]
@@ -330,18 +356,21 @@ def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, cali
         "final_loss": sum(s["loss"] for s in last) / len(last),
         "steps": len(steps),
     }
-    return {k: (v, metrics.unit(k)) for k, v in figures.items()}
+    return {k: Figure(v, metrics.unit(k)) for k, v in figures.items()}
 
 
-def derived_metrics(cfg: RunConfig, evals: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Forgetting figures (harness/forgetting.py): retention, sequential matrix, BWT, LM-loss change."""
-    acc = {(e["task"], e["phase"]): next(m["value"] for m in e["metrics"] if m["name"] == "acc") for e in evals}
+def derived_metrics(cfg: RunConfig, evals: list[Evaluation], record: RunRecord
+                    ) -> tuple[list[Derived], dict[str, Any] | None]:
+    """Forgetting figures (harness/forgetting.py): retention, sequential matrix, BWT, LM-loss
+    change; and the sequential accuracy matrix (None without ``--sequence``)."""
+    acc = {(e.task, e.phase): e.value("acc") for e in evals}
     last = metrics.stage(len(cfg.train_tasks)) if cfg.sequence else metrics.AFTER
+    matrix = None
 
-    def figure(task: str, name: str, value: float, **extra: Any) -> dict[str, Any]:
-        return {"task": task, "phase": last, "metric": name, "value": value, "unit": metrics.unit(name), **extra}
+    def figure(task: str, name: str, value: float, n: int | None = None) -> Derived:
+        return Derived(task, last, name, value, metrics.unit(name), n)
 
-    out: list[dict[str, Any]] = []
+    out: list[Derived] = []
     retention = [t for t in cfg.retention_tasks if (t, metrics.BEFORE) in acc and (t, last) in acc]
     if retention:
         lost = retention_forgetting({t: acc[(t, metrics.BEFORE)] for t in retention},
@@ -352,10 +381,10 @@ def derived_metrics(cfg: RunConfig, evals: list[dict[str, Any]], record: dict[st
         seq = list(cfg.train_tasks)
         rows = [metrics.stage(i + 1) for i in range(len(seq))]
         R = [[acc[(t, row)] for t in seq] for row in rows]
-        record["accuracy_matrix"] = {"rows": rows, "cols": seq, "R": R}
+        matrix = {"rows": rows, "cols": seq, "R": R}
         out.append(figure("sequence", "final_avg_acc", final_average(R)))
         out.append(figure("sequence", "bwt", backward_transfer(R)))
         out += [figure(t, "forgetting", v) for t, v in zip(seq, sequential_forgetting(R))]
-    if "text_loss_before" in record and "text_loss_after" in record:
-        out.append(figure("retention-text", "lm_loss_forgetting", record["text_loss_after"] - record["text_loss_before"]))
-    return out
+    if record.text_loss_before is not None and record.text_loss_after is not None:
+        out.append(figure("retention-text", "lm_loss_forgetting", record.text_loss_after - record.text_loss_before))
+    return out, matrix

@@ -11,17 +11,18 @@ import hashlib
 import json
 from typing import Any
 
-# Keys that only change how a run is evaluated, not what was trained: tables check them per
-# column (``reports.tables.drop_mixed``) instead of splitting rows on them.
-EVAL_ONLY_KEYS = {"eval_limit", "eval_batch_size", "protocol"}
+from harness.schema.record import normalized_config
+from harness.schema.settings import EVAL_ONLY_KEYS
 
 
 def _variant_fields(cfg: dict[str, Any]) -> dict[str, str]:
     """What was trained, flattened to text: every field that may distinguish two configurations."""
+    cfg = normalized_config(cfg)  # older records kept the evaluation keys in ``train``
     tasks = cfg.get("train_tasks", [])
     out = {"train": "per-task" if len(tasks) == 1 else "+".join(tasks)}
-    out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg.get("train", {}).items()
-                if k not in EVAL_ONLY_KEYS})
+    # only what was trained: the evaluation-only keys (``harness.schema.settings``) are checked per
+    # table column (``reports.tables.drop_mixed``), never split into variants
+    out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg["train"].items() if k not in EVAL_ONLY_KEYS})
     out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg.get("method_config", {}).items()})
     return out
 

@@ -1,4 +1,4 @@
-"""Run folders, atomic writes, and the tidy table rebuilt from them.
+"""Where a results folder keeps what, reading run records back, and the tidy table rebuilt from them.
 
 Layout under the output folder (default ``results/``)::
 
@@ -8,68 +8,30 @@ Layout under the output folder (default ``results/``)::
     cache/eval/<key>.json                "before" evaluations shared by every method's run
     results.csv, results.parquet         the tidy table, one row per (run, task, phase, metric)
 
-Every file is written to a temporary name in the same folder and renamed into place, so an
-interrupted run never leaves a half-written file behind, and ``run.json`` is written last with
-``status: ok``: a folder without it (or with ``failed``/``running``) is simply run again. Records
-are read back through ``harness.safe_io``: a damaged one is reported and read as absent.
+A run folder is written only by ``harness.runfolder`` (atomically, ``run.json`` last with
+``status: ok``: a folder without it, or with ``failed``/``running``, is simply run again).
+Records are read back through ``read_record`` (``harness.safe_io`` plus the schema): a damaged
+one is reported and read as absent.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
-from harness import locks, metrics, safe_io
+from harness import locks, safe_io
 from harness.labels import variant_labels
 from harness.safe_io import read_jsonl, read_run  # noqa: F401 - the tolerant readers, re-exported
-
-TIDY_COLUMNS = [
-    "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
-    "unit", "protocol", "backend", "prompt", "shots", "chat_template", "eval_limit", "data_sha256", "chance", "status",
-]
+from harness.schema.record import TIDY_COLUMNS, RunRecord
 
 # the run's settings, one column each beside the figures (plus the methods' size keys, e.g. r,
 # rank_factor): "accuracy by lr" is a groupby on results.csv, no join with every run.json
 SETTING_COLUMNS = ["label", "lr", "batch_size", "steps", "max_length", "device", "git_commit"]
-INTEGER_COLUMNS = ("seed", "n", "eval_limit", "shots", "batch_size", "steps", "max_length")
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
+INTEGER_COLUMNS = ("seed", "n", "eval_limit", "shots", "batch_size", "steps", "max_length", "num_beams",
+                   "max_new_tokens")
+DAMAGED = (KeyError, TypeError, ValueError, AttributeError)  # what a record damaged below its top level raises
 
 
 def run_dir(out: Path, run_id: str) -> Path:
@@ -89,52 +51,17 @@ def samples_path(folder: Path, phase: str, task_name: str) -> Path:
     return Path(folder) / "samples" / phase / f"{file_name(task_name)}.jsonl"
 
 
-def run_status(out: Path, run_id: str) -> str | None:
-    """``ok`` / ``failed`` / ``running`` for an existing run folder, None if there is none."""
-    record = read_run(run_dir(out, run_id) / "run.json")
-    return record["status"] if record else None
-
-
-def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the tidy table for one run.json (accuracies per task and phase, costs per run).
-
-    Units are the catalogue's (``harness.metrics``); derived and cost figures carry theirs in
-    run.json, written from the same catalogue.
-    """
-    cfg = record["config"]
-    base = {
-        "run_id": record["run_id"],
-        "model": cfg["model"],
-        "method": cfg["method"],
-        "train_tasks": "+".join(cfg["train_tasks"]),
-        "seed": cfg["seed"],
-        "protocol": cfg.get("protocol", "likelihood"),
-        "backend": cfg.get("backend", "native"),
-        "eval_limit": cfg["train"]["eval_limit"],
-        "status": record["status"],
-    }
-    rows = []
-    for ev in record.get("evals", []):
-        for metric in ev["metrics"]:
-            rows.append({
-                **base, "task": ev["task"], "phase": ev["phase"], "metric": metric["name"],
-                "value": metric["value"], "stderr": metric.get("stderr"), "n": metric.get("n"),
-                "unit": metrics.unit(metric["name"]), "data_sha256": ev.get("data_sha256"), "chance": ev.get("chance"),
-                # how it was measured: an lm-eval:NAME task reports its own protocol and shots
-                "protocol": ev.get("protocol", base["protocol"]), "backend": ev.get("backend", base["backend"]),
-                "prompt": ev.get("prompt"), "shots": ev.get("shots"), "chat_template": ev.get("chat_template", False),
-            })
-    for d in record.get("derived", []):  # forgetting, BWT, final average accuracy, LM-loss change
-        rows.append({**base, "task": d["task"], "phase": d["phase"], "metric": d["metric"], "value": d["value"],
-                     "stderr": d.get("stderr"), "n": d.get("n"), "unit": d.get("unit", ""), "data_sha256": None,
-                     "chance": None})
-    for name, (value, unit) in record.get("costs", {}).items():
-        rows.append({**base, "task": base["train_tasks"], "phase": metrics.TRAIN, "metric": name, "value": value,
-                     "stderr": None, "n": None, "unit": unit, "data_sha256": None, "chance": None})
-    if record["status"] != "ok" and not rows:
-        rows.append({**base, "task": base["train_tasks"], "phase": metrics.TRAIN, "metric": "status", "value": None,
-                     "stderr": None, "n": None, "unit": "", "data_sha256": None, "chance": None})
-    return rows
+def read_record(path: Path, then: str = "treated as not done (it will run again)") -> RunRecord | None:
+    """The ``run.json`` at ``path`` as a ``RunRecord`` (any format written so far), or None when it
+    is missing or damaged (reported once, with ``then``)."""
+    data = read_run(path, then=then)
+    if data is None:
+        return None
+    try:
+        return RunRecord.from_json(data)
+    except DAMAGED as err:
+        safe_io.warn(f"{path}: damaged ({type(err).__name__}: {err}); {then}")
+        return None
 
 
 def _size_keys(method: str) -> tuple[str, ...]:
@@ -146,18 +73,18 @@ def _size_keys(method: str) -> tuple[str, ...]:
         return ()
 
 
-def run_settings(record: dict[str, Any]) -> dict[str, Any]:
+def run_settings(record: RunRecord) -> dict[str, Any]:
     """The run's settings as columns: training budget (none for an evaluation-only run), the
     method's size keys, where it ran and at which commit."""
-    cfg, env = record["config"], record.get("environment", {})
+    cfg, env = record.config, record.environment
     dev = env.get("device", {})
     out: dict[str, Any] = {"device": f"{dev['type']}: {dev.get('name')}" if dev else None,
                            "git_commit": env.get("git_commit")}
     if cfg.get("train_tasks"):
         train = cfg["train"]
-        done = record.get("costs", {}).get("steps")
+        done = record.cost("steps")
         out.update(lr=train["lr"], batch_size=train["batch_size"], max_length=train["max_length"],
-                   steps=int(done[0]) if done else train["max_steps"] or None)
+                   steps=int(done) if done else train["max_steps"] or None)
         out.update({k: cfg["method_config"].get(k) for k in _size_keys(cfg["method"])})
     return out
 
@@ -186,10 +113,10 @@ def rebuild_table(out: Path) -> pd.DataFrame:
         with locks.table_lock(out):
             safe_io.remove_temps(out)
             found = _records(out)
-            labels = variant_labels({record["run_id"]: record["config"] for record in found.values()})
+            labels = variant_labels({record.run_id: record.config for record in found.values()})
             rows: list[dict[str, Any]] = []
             for path, record in found.items():
-                rows.extend(_rows_or_none(path, record, labels[record["run_id"]]) or [])
+                rows.extend(_rows_or_none(path, record, labels[record.run_id]) or [])
             sizes = sorted({k for r in rows for k in r} - set(TIDY_COLUMNS) - set(SETTING_COLUMNS))
             df = pd.DataFrame(rows, columns=TIDY_COLUMNS + SETTING_COLUMNS + sizes)
             df = _integers(df, rows, [*INTEGER_COLUMNS, *sizes])
@@ -199,60 +126,28 @@ def rebuild_table(out: Path) -> pd.DataFrame:
     return df
 
 
-def _records(out: Path) -> dict[Path, dict[str, Any]]:
+def _records(out: Path) -> dict[Path, RunRecord]:
     """Every whole run record under ``out`` (a damaged one is reported and left out)."""
     found = {}
     for path in sorted((out / "runs").glob("*/run.json")):
-        record = read_run(path, then="left out of the table")
+        record = read_record(path, then="left out of the table")
         if record is not None:
             found[path] = record
     return found
 
 
-def _rows_or_none(path: Path, record: dict[str, Any], label: str) -> list[dict[str, Any]] | None:
+def _rows_or_none(path: Path, record: RunRecord, label: str) -> list[dict[str, Any]] | None:
     """A run's rows with its settings, or None (reported) when its record is damaged below the top level."""
     try:
         settings = {**run_settings(record), "label": label}
-        return [{**row, **settings} for row in tidy_rows(record)]
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        return [{**row, **settings} for row in record.rows()]
+    except DAMAGED as err:
         safe_io.warn(f"{path}: damaged ({type(err).__name__}: {err}); left out of the table")
         return None
 
 
 def _write_tables(out: Path, df: pd.DataFrame) -> None:
-    temps = []
-    try:
-        for name, write in (("results.parquet", lambda p: df.to_parquet(p, index=False)),
-                            ("results.csv", lambda p: df.to_csv(p, index=False))):
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-            os.close(fd)
-            temps.append((tmp, out / name))
-            write(tmp)
-            os.chmod(tmp, 0o666 & ~_UMASK)
-        for tmp, target in temps:
-            os.replace(tmp, target)
-    except BaseException:
-        for tmp, _ in temps:
-            with _suppress():
-                os.unlink(tmp)
-        raise
-
-
-class StepLog:
-    """``steps.jsonl`` as training goes: each step appended and flushed at once, so a long run can
-    be followed (``tail -f``) and a killed one keeps the steps it took.
-
-    Opening rewrites the file atomically with ``kept`` (the steps of stages a resumed sequence
-    does not train again); ``write`` appends one line.
-    """
-
-    def __init__(self, path: Path, kept: Iterable[dict[str, Any]] = ()) -> None:
-        atomic_write_jsonl(Path(path), kept)
-        self.fh = open(path, "a", encoding="utf-8")
-
-    def write(self, step: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(step, default=str) + "\n")
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
+    """Both tables written in full to temporary names, then renamed: a failed write leaves the old pair."""
+    with safe_io.atomic(out / "results.csv") as csv, safe_io.atomic(out / "results.parquet") as parquet:
+        df.to_parquet(parquet, index=False)
+        df.to_csv(csv, index=False)

@@ -12,18 +12,23 @@ that says what to do, instead of a traceback, while everything already finished 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 RUN_KEYS = {"run_id": str, "status": str, "config": dict}  # what every reader of run.json relies on
 RUN_CONFIG_KEYS = {"model": str, "method": str, "train_tasks": list, "seed": int, "train": dict}
 TEMP_PREFIXES = (".results.csv.", ".results.parquet.", ".run.json.", ".steps.jsonl.", ".checkpoint.pt.")
 
 _warned: set[str] = set()
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class OutputError(RuntimeError):
@@ -173,3 +178,45 @@ def remove_temps(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             gone.append(path)
     return gone
+
+
+# -- atomic writes: the one implementation ----------------------------------------------------
+
+@contextlib.contextmanager
+def atomic(target: Path, folder: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``target`` (``.<name>.XXXX``) to write into; when the block ends
+    it is renamed onto ``target`` (an existing folder is replaced), when it raises it is removed.
+    So a reader, or a later run after a kill, sees the old file or the new one, never half of one.
+    Nested blocks rename innermost first, after every write of the outer blocks has succeeded."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if folder:
+            shutil.rmtree(target, ignore_errors=True)  # a rerun replaces what the last one wrote
+        else:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if folder else tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (``atomic``)."""
+    with atomic(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.config import ConfigError
+from harness.schema.record import RunRecord
 
 PROJECT = "peft-bench"  # W&B project and MLflow experiment unless the environment names one
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # name -> module to import
@@ -71,12 +72,10 @@ def step_figures(step: dict[str, Any]) -> dict[str, float]:
             if k not in SKIPPED_STEP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def final_figures(record: dict[str, Any]) -> dict[str, float]:
+def final_figures(record: RunRecord) -> dict[str, float]:
     """Every figure the run contributes to the tidy table, as ``<phase>/<task>/<metric>``."""
-    from harness.records import tidy_rows
-
     return {f"{r['phase']}/{r['task']}/{r['metric']}": float(r["value"])
-            for r in tidy_rows(record) if isinstance(r.get("value"), (int, float))}
+            for r in record.rows() if isinstance(r.get("value"), (int, float))}
 
 
 class Tracker(Protocol):
@@ -178,31 +177,34 @@ class Trackers:
         for tracker in self.trackers:
             tracker.log_step(self.last_step, values)
 
-    def finish(self, record: dict[str, Any]) -> None:
+    def finish(self, record: RunRecord) -> None:
         """The run's figures (from its record), then each tracker run marked finished or failed."""
         values = final_figures(record)
         for tracker in self.trackers:
             if values:
                 tracker.log_final(self.last_step, values)
-            tracker.close(record.get("status") == "ok")
+            tracker.close(record.status == "ok")
+
+
+class StepWriter(Protocol):
+    def write(self, step: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LiveLog:
-    """What follows a run while it trains: ``steps.jsonl``, appended and flushed every step
-    (``records.StepLog``), and the trackers asked for. ``kept``: steps of stages a resumed
-    sequence does not train again."""
+    """What follows a run while it trains: the step log (``runfolder.StepLog``: ``steps.jsonl``,
+    appended and flushed every step) and the trackers asked for."""
 
-    def __init__(self, folder: Path, out: Path, run_id: str, config: dict[str, Any], report_to: tuple[str, ...],
-                 kept: list[dict[str, Any]]) -> None:
-        from harness.records import StepLog
-
-        self.steps = StepLog(Path(folder) / "steps.jsonl", kept)
+    def __init__(self, steps: StepWriter, out: Path, run_id: str, config: dict[str, Any],
+                 report_to: tuple[str, ...]) -> None:
+        self.steps = steps
         self.trackers = Trackers(report_to, out, run_id, config)
 
     def step(self, step: dict[str, Any]) -> None:
         self.steps.write(step)
         self.trackers.log_step(step)
 
-    def finish(self, record: dict[str, Any]) -> None:
+    def finish(self, record: RunRecord) -> None:
         self.steps.close()
         self.trackers.finish(record)

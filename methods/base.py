@@ -20,11 +20,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
+
+
+class Artifacts(Protocol):
+    """A method's own files in its run folder (``harness.runfolder.MethodFiles``)."""
+
+    def append(self, name: str, lines: Iterable[str]) -> None:
+        """Append text lines to the file ``name``; its first append in a run replaces an earlier run's."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +41,9 @@ class TrainContext:
     ``labels``) for methods that look at data before training (Sensitivity-LoRA, PiSSA-style
     inits); it is a fresh, seeded iterator on every call and never touches evaluation items.
 
-    ``run_dir`` is a folder where a method may write its own artifacts (the driver gives the
-    run's folder; None when there is no run folder, e.g. ``bench perf`` or a plain Python call).
+    ``artifacts`` is where a method writes its own files into the run folder (``Artifacts``;
+    None when there is no run folder, e.g. ``bench perf`` or a plain Python call). The run folder
+    owns them: a rerun starts each file fresh, so no method opens files there itself.
     """
 
     lr: float = 2e-4
@@ -50,7 +57,7 @@ class TrainContext:
     seed: int = 0
     device: str = "cpu"
     calibration_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
-    run_dir: Path | None = None
+    artifacts: Artifacts | None = None
 
 
 class MethodConfigError(ValueError):

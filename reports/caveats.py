@@ -17,9 +17,10 @@ from typing import Any, Sequence
 
 from harness import metrics
 from harness.machineload import busier_than_cores, load_note
+from harness.schema.settings import BUDGET_KEYS
 from reports.chance import ChanceCheck, check
 
-SHARED = ("lr", "max_steps", "epochs", "batch_size", "max_length")
+SHARED = BUDGET_KEYS
 TUNE_HINT = ("`bench sweep FILE --tune lr` tunes it per method on held-out training items "
              "(README, \"Fair learning rates\"; examples/fair.yaml is the main job so tuned)")
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+from harness.schema.settings import FLAG_KEYS
 from reports.load import Run
 
-GRID_KEYS = {"max_steps", "epochs", "eval_limit"}
+GRID_KEYS = set(FLAG_KEYS)  # keys with their own option, never --set
 SUBCOMMANDS = {"run", "eval", "perf", "list", "report", "table"}
 
 
@@ -54,7 +55,7 @@ def _set_value(value: Any) -> str:
 
 def _grid_argv(cfg: dict[str, Any], device: str, methods: list[str], seeds: list[int], tasks: list[str],
                per_task: bool) -> list[str]:
-    train = cfg.get("train", {})
+    train = {**cfg.get("train", {}), **cfg.get("eval", {})}
     if cfg.get("method") == "none":
         return ["bench", "eval", "--model", cfg["model"], "--tasks", ",".join(cfg.get("eval_tasks", [])),
                 "--eval-limit", str(train.get("eval_limit", 0)), "--device", device]
@@ -84,7 +85,7 @@ def commands(runs: list[Run]) -> list[Command]:
         cfg = run.config
         tasks = cfg.get("train_tasks", [])
         per_task = len(tasks) == 1 and cfg.get("eval_tasks") == tasks
-        grid_key = json.dumps([cfg.get("model"), cfg.get("train"), cfg.get("protocol"), run.device.split(":")[0],
+        grid_key = json.dumps([cfg.get("model"), cfg.get("train"), cfg.get("eval"), cfg.get("protocol"), run.device.split(":")[0],
                                None if per_task else tasks, cfg.get("eval_tasks") if not per_task else None,
                                cfg.get("method") == "none"], sort_keys=True, default=str)
         grid = grids.setdefault(grid_key, {"cfg": cfg, "device": run.device.split(":")[0], "methods": {},

@@ -22,12 +22,12 @@ from reports.significance import Items
 from reports.stats import evaluation
 
 
-DEFAULT_TIMING_WARMUP = 3  # harness.config.TrainConfig.timing_warmup_steps, for records without train_config
+DEFAULT_TIMING_WARMUP = 3  # harness.config.TrainConfig.timing_warmup_steps, for records without it
 
 
 def run_step_times(run: Run) -> list[float]:
     """The run's timed steps (warm-up and profiled steps left out, as in its recorded median)."""
-    warmup = int(run.record.get("train_config", {}).get("timing_warmup_steps", DEFAULT_TIMING_WARMUP))
+    warmup = int(run.config.get("train", {}).get("timing_warmup_steps", DEFAULT_TIMING_WARMUP))
     times = [float(s["step_time_s"]) for s in run.steps if "step_time_s" in s]
     return [times[i] for i in timed_steps(len(times), warmup, {i for i, s in enumerate(run.steps) if s.get("profiled")})]
 

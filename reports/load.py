@@ -2,8 +2,9 @@
 
 Reports are built from ``run.json`` files, the source of truth, not from ``results.csv``: a
 results folder copied from another machine may carry a stale table, and several folders (one
-per ``bench run`` call or machine) must merge into one report. Rows come from
-``harness.records.tidy_rows`` so a report and ``bench run``'s table can never disagree on what
+per ``bench run`` call or machine) must merge into one report. Records are read through the
+schema (``harness.records.read_record``: any format written so far, as the current one) and rows
+come from ``RunRecord.rows``, so a report and ``bench run``'s table can never disagree on what
 a figure is. Derived columns added here:
 
 * ``label``: the method name, plus the hyperparameters that tell its variants apart when the
@@ -22,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from harness.labels import variant_labels
-from harness.records import TIDY_COLUMNS, read_jsonl, read_run, tidy_rows
+from harness.records import DAMAGED, read_jsonl, read_record
+from harness.schema.record import TIDY_COLUMNS, RunRecord
 
 EXTRA_COLUMNS = ["label", "device", "device_type", "reference", "source"]
 
@@ -33,13 +35,17 @@ class ReportError(ValueError):
 
 @dataclass
 class Run:
-    """One run folder: its record, its step log, and where it was read from."""
+    """One run folder: its record (``rec``, and ``record``: the same as ``run.json``'s current
+    format), its step log, and where it was read from."""
 
     run_id: str
     path: Path
-    record: dict[str, Any]
+    rec: RunRecord
     steps: list[dict[str, Any]] = field(default_factory=list)
     label: str = ""
+
+    def __post_init__(self) -> None:
+        self.record: dict[str, Any] = self.rec.to_json()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -91,11 +97,11 @@ def load_results(dirs: list[Path]) -> Results:
         if not Path(root).exists():
             raise ReportError(f"{root}: no such folder")
         for path in find_run_files(root):
-            record = read_run(path, then="left out of the report")
+            record = read_record(path, then="left out of the report")
             if record is None:
                 notes.append(f"skipped {path}: damaged or unreadable")
                 continue
-            run = Run(record["run_id"], path.parent, record)
+            run = Run(record.run_id, path.parent, record)
             run.steps = read_jsonl(path.parent / "steps.jsonl", then="step plots use the whole lines")
             old = runs.get(run.run_id)
             if old is not None:
@@ -114,8 +120,8 @@ def load_results(dirs: list[Path]) -> Results:
         extra = {"label": run.label, "device": run.device, "device_type": run.device.split(":")[0],
                  "reference": False, "source": str(run.path)}
         try:
-            rows.extend({**row, **extra} for row in tidy_rows(run.record))
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            rows.extend({**row, **extra} for row in run.rec.rows())
+        except DAMAGED as err:
             notes.append(f"skipped {run.path}: damaged record ({type(err).__name__}: {err})")
     df = pd.DataFrame(rows, columns=TIDY_COLUMNS + EXTRA_COLUMNS)
     return Results(df=df, runs=runs, notes=notes)

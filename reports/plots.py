@@ -24,8 +24,7 @@ from reports.tables import (BASE_LABEL, Cell, Table, first_runs, peak_memory, ra
                             sequential_matrix)
 
 MAX_PANELS = 6
-BREAKDOWN = [("param_bytes", "weights"), ("grad_bytes", "gradients"), ("optimizer_state_bytes", "optimizer state"),
-             ("extra_state_bytes", "method state"), ("activation_bytes", "activations")]
+BREAKDOWN = [(m, metrics.get(m).plot_label) for m in metrics.names("memory_part")]
 
 
 @dataclass
@@ -93,7 +92,7 @@ def accuracy_bars(table: Table, out: Path) -> list[Figure]:
             ax.scatter(cx, [chance.cells[table.columns[i]].mean for i in cx], marker="_", s=600, c="k",
                        label="chance", zorder=3)
         ax.set_xticks(x, [table.header(c) for c in table.columns], rotation=30, ha="right")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(metrics.get("acc").plot_label)
         ax.set_title(model)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return [_save(fig, out, f"accuracy-{table.name}", f"{table.title}; error bars: 95% CI over test items")]
@@ -113,7 +112,7 @@ def pareto(acc: Table, efficiency: list[Table], out: Path) -> list[Figure]:
     """Average accuracy against step time and against peak memory; the Pareto front joined and ringed."""
     avg = {r.keys: r.cells["Avg"] for r in acc.rows if not r.reference and "Avg" in r.cells}
     figures = []
-    for metric, xlabel in (("step_time_s", "step time (s)"), ("peak_mem_bytes", "peak memory (GiB)")):
+    for metric, xlabel in ((m, metrics.get(m).plot_label) for m in ("step_time_s", metrics.PEAK)):
         cells = [(t, [(r.keys, r.cells[metric], avg[r.keys]) for r in t.rows
                       if metric in r.cells and r.keys in avg]) for t in efficiency]
         panels = [(t, [(k + (("!",) if x.flag == "busy" else ()), x.mean, y.mean) for k, x, y in pts])
@@ -136,7 +135,7 @@ def pareto(acc: Table, efficiency: list[Table], out: Path) -> list[Figure]:
                     label="Pareto front")
             ax.scatter([xy[i][0] for i in front], [xy[i][1] for i in front], s=160, facecolors="none",
                        edgecolors="r", zorder=4)
-            ax.set_xlabel(f"{xlabel}, {table.header(metric)}" if metric == "peak_mem_bytes" else xlabel)
+            ax.set_xlabel(f"{xlabel}, {table.header(metric)}" if metric == metrics.PEAK else xlabel)
             ax.set_ylabel(f"avg accuracy (%), {acc.name}")
             ax.set_title(table.title.replace("Efficiency on ", ""), fontsize=9)
             ax.legend(fontsize=7)

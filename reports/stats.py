@@ -24,12 +24,12 @@ from typing import Sequence
 import numpy as np
 
 from harness.metrics import final_phase
+from harness.schema.settings import MEASURED_BY
 from harness.records import read_jsonl, samples_path
 from reports.load import ReportError, Run, load_results
 
 ALPHA = 0.05
 BOOTSTRAP_ITERS = 10_000
-MEASURED_BY = ("protocol", "backend", "prompt", "shots", "chat_template", "data_sha256")
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,10 @@ def paired_grid(runs_a: list[Run], runs_b: list[Run], name: str, phase: str | No
                               f"{trained_on[seed]} and {ra.config.get('train_tasks')}); compare one setting "
                               f"per results folder")
         trained_on[seed] = ra.config.get("train_tasks")
-        how = [tuple(str(e.get(f)) for f in MEASURED_BY) + (str(r.config["train"]["eval_limit"]),)
-               for e, r in ((ea, ra), (eb, rb))]
+        how = [tuple(str(e.get(f)) for f in MEASURED_BY) for e in (ea, eb)]
         if how[0] != how[1] or (setting is not None and setting != how[0]):
             raise ReportError(f"{name}: {a} and {b} were evaluated differently "
-                              f"({', '.join(MEASURED_BY)}, eval_limit: {how[0]} vs {how[1]}); not paired")
+                              f"({', '.join(MEASURED_BY)}: {how[0]} vs {how[1]}); not paired")
         setting = how[0]
         per_seed[seed] = (sa, sb)
     if not per_seed:

@@ -17,6 +17,7 @@ from typing import Callable
 import pandas as pd
 
 from harness import forgetting, metrics
+from harness.schema import settings
 from harness.machineload import busier_than_cores, load_note
 from harness.metrics import AFTER, BEFORE, EVAL, TRAIN, Format, fixed, human_count, stage_number
 from methods.targets import DECODER_LINEARS
@@ -31,7 +32,7 @@ from tasks.registry import report_headers, report_order, suites
 
 KEY_HEADERS = {"model": "Model", "label": "Method", "task": "Task", "seed": "Seed", "device": "Device",
                "layer": "Layer", "metric": "Metric", "phase": "Phase"}
-EVAL_COMPAT = ["metric", "protocol", "backend", "prompt", "shots", "chat_template", "data_sha256", "eval_limit"]
+EVAL_COMPAT = ["metric", *settings.MEASURED_BY]
 COST_COMPAT = ["metric", "unit", "device"]  # a step time from another device is another quantity
 BASE_LABEL = "base (before training)"
 
@@ -361,8 +362,7 @@ def _vs_rows(table: Table, grids: dict[tuple[str, str], dict[str, Items]], vs: s
     return rows
 
 
-EFFICIENCY = ["trainable_params", "trainable_pct", "peak_mem_bytes", "step_time_s", "tokens_per_s", "train_time_s",
-              "calibration_time_s", "activation_bytes"]  # the columns, in order; the catalogue says the rest
+EFFICIENCY = metrics.columns(metrics.EFFICIENCY)  # the columns, in order (the catalogue's ``table`` role)
 
 
 def peak_memory(costs: pd.DataFrame) -> pd.DataFrame:
@@ -372,7 +372,7 @@ def peak_memory(costs: pd.DataFrame) -> pd.DataFrame:
         part = costs[(costs.metric == name) & ~costs.run_id.isin(seen)]
         parts.append(part)
         seen |= set(part.run_id)
-    return pd.concat(parts).assign(metric="peak_mem_bytes", unit=metrics.unit("peak_mem_bytes"))
+    return pd.concat(parts).assign(metric=metrics.PEAK, unit=metrics.unit(metrics.PEAK))
 
 
 def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
@@ -388,7 +388,7 @@ def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
         part = _sort_rows(costs[costs.device == device])
         gpu = device.startswith("cuda")
         headers = {m: f.header for m, f in figures.items()}
-        headers["peak_mem_bytes"] = metrics.get(metrics.PEAK_MEMORY[0] if gpu else "peak_rss_bytes").header
+        headers[metrics.PEAK] = metrics.peak_memory_figure(gpu).header
         name = "efficiency" if len(devices) == 1 else f"efficiency-{_slug(device)}"
         table = pivot(part, ["model", "label"], "metric", name=name, title=f"Efficiency on {device}",
                       order=EFFICIENCY, headers=headers, formats={m: f.format for m, f in figures.items()},
@@ -402,8 +402,8 @@ def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     return tables
 
 
-EXACT_COSTS = ("trainable_params", "trainable_pct", "activation_bytes")  # deterministic counts, no spread
-LOAD_SENSITIVE = ("step_time_s", "tokens_per_s", "train_time_s", "calibration_time_s")
+EXACT_COSTS = metrics.names("exact")  # deterministic counts, no spread
+LOAD_SENSITIVE = metrics.names("load_sensitive")
 
 
 def _cost_evidence(table: Table, runs: list[Run], better: dict[str, bool | None]) -> None:
@@ -437,7 +437,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
 
 
-SEQUENTIAL = ["final_avg_acc", "bwt", "forgetting_mean"]
+SEQUENTIAL = metrics.columns(metrics.SEQUENTIAL)
 
 
 # -- forgetting ------------------------------------------------------------------------------
@@ -613,5 +613,5 @@ def custom_table(res: Results, rows: list[str], col: str, metric: str, phase: st
     return pivot(data.sort_values([*rows, col], kind="stable"), rows, col, name="custom", headers=headers,
                  title=f"{metric}{f' ({unit})' if unit else ''}, phase {phase or 'any'}: {title}",
                  order=report_order(set(data[col].astype(str))) if col == "task" else None,
-                 default_format=fmt, better=metrics.get(metric).higher_is_better,
+                 default_format=fmt, better=metrics.task_metric(metric).higher_is_better,
                  avg="Avg" if col == "task" and unit == "%" else None, allow_mixed=allow_mixed)

@@ -440,7 +440,7 @@ def test_init_subnets_file_and_subnets_log(tmp_path, name: str) -> None:
 
     model = build_llama(TINY_LLAMA_CONFIG, seed=0)
     path = _init_file(tmp_path, model, shift=3)
-    a = registry.get(name).adapt(model, LosiaConfig(period=2, init_subnets=path), _ctx(run_dir=tmp_path))
+    a = registry.get(name).adapt(model, LosiaConfig(period=2, init_subnets=path), _ctx(artifacts=MethodFiles(tmp_path)))
     given = json.loads(Path(path).read_text())
     assert len(given) == len(a.subnets) == 7 * N_LAYERS
     for s in a.subnets:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,7 +30,10 @@ def test_run_writes_records_and_skips_on_rerun(tmp_path, capsys):
             samples = records.read_jsonl(run / "samples" / phase / "synthetic.jsonl")
             assert len(samples) == 12 and {"pred", "gold", "correct"} <= set(samples[0])
     df = pd.read_parquet(tmp_path / "results.parquet")
-    assert df.equals(pd.read_csv(tmp_path / "results.csv")) or len(df) == len(pd.read_csv(tmp_path / "results.csv"))
+    csv = pd.read_csv(tmp_path / "results.csv")  # the same table (CSV loses dtypes, not values)
+    assert list(csv.columns) == list(df.columns) and len(csv) == len(df) and len(df) > 0
+    assert (csv.metric == df.metric).all() and (csv.run_id == df.run_id).all()
+    assert np.allclose(csv.value.astype(float), df.value.astype(float), equal_nan=True)
     for method in ("lora", "full"):
         sub = df[df.method == method]
         metrics = set(sub.metric)
@@ -136,7 +140,10 @@ def test_eval_records_a_model_only_run(tmp_path, capsys):
     assert cli.main([*EVAL, "--out", str(tmp_path)]) == 0
     [run] = (tmp_path / "runs").iterdir()
     rec = json.loads((run / "run.json").read_text())
-    assert rec["status"] == "ok" and rec["config"]["method"] == "none" and rec["config"]["train"]["eval_limit"] == 12
+    assert rec["status"] == "ok" and rec["config"]["method"] == "none" and rec["config"]["eval"]["eval_limit"] == 12
+    # the settings once each: evaluation keys under config.eval only, no duplicate train_config
+    assert not set(rec["config"]["train"]) & set(rec["config"]["eval"]) and "train_config" not in rec
+    assert rec["evaluated"] == {"model": "tiny-llama"}  # what it scored: the base model, no adapter
     assert [(e["task"], e["phase"]) for e in rec["evals"]] == [("synthetic", "eval")]
     assert len(records.read_jsonl(run / "samples" / "eval" / "synthetic.jsonl")) == 12
     df = pd.read_csv(tmp_path / "results.csv")

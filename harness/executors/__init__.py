@@ -3,7 +3,7 @@
 An executor takes the runs to do and yields ``(RunConfig, record)`` as each one ends, in any
 order. Wherever a run executed, it wrote its folder under the shared ``out`` folder
 (``driver.run_one``); when the process running it died before it could record an outcome
-(killed, out of memory, node lost, job timed out), ``base.settle`` records the run as failed, so
+(killed, out of memory, node lost, job timed out), ``runfolder.settle`` records the run as failed, so
 the grid goes on and a resubmission knows what to retry.
 
 * ``local``  one fresh worker process per run, one at a time (clean memory figures)

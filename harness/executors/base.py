@@ -1,5 +1,5 @@
 """What every executor shares: the submission's settings, a run's resources, the body of a run
-wherever it executes, and the record of a run whose process died before it could write one.
+wherever it executes (a run whose process died is recorded by ``harness.runfolder.settle``).
 
 Kept apart from ``harness.executors`` (which picks an engine by name) so that the engines import
 this module, never their own package: no import cycle.
@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from harness import records
 from harness.config import RunConfig, run_config_from_dict
 from harness.export import DEFAULT_SAVE
 
@@ -56,22 +55,3 @@ def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
     device = pick_device(job.device)
     return run_one(run_config_from_dict(resolved), job.out, device, job.progress, job.command, not job.force,
                    job.save, job.report_to)
-
-
-def settle(cfg: RunConfig, out: Path, how: str) -> dict[str, Any]:
-    """The run's record; a run that left none (or left ``running``) is recorded as failed with
-    ``how``, unless another process is doing it right now (``status: busy``)."""
-    from harness import locks, safe_io
-
-    path = records.run_dir(out, cfg.run_id) / "run.json"
-    if locks.run_busy(path.parent):
-        return {"run_id": cfg.run_id, "status": "busy", "config": cfg.resolved()}
-    record = records.read_run(path, then="recorded again") or {"run_id": cfg.run_id, "config": cfg.resolved()}
-    if record.get("status") not in ("ok", "failed"):
-        why = how or f"the run recorded no outcome in {path.parent} (is --out on a filesystem every node shares?)"
-        record.update(status="failed", error={"type": "WorkerDied", "message": why})
-        try:
-            records.atomic_write_json(path, record)
-        except OSError as err:
-            raise safe_io.output_error(err, out) or err from None
-    return record

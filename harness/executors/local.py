@@ -15,7 +15,8 @@ import os
 from typing import Any, Sequence
 
 from harness.config import RunConfig
-from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved, settle
+from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved
+from harness.runfolder import settle
 
 
 # the built-in models are Llamas; forkserver_init makes the fork server die with bench

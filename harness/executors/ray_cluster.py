@@ -14,7 +14,8 @@ import dataclasses
 from typing import Any, Sequence
 
 from harness.config import RunConfig
-from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved, settle
+from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved
+from harness.runfolder import settle
 
 
 def _wants_gpu(ray: Any, device: str) -> bool:

@@ -12,7 +12,8 @@ import dataclasses
 from typing import Sequence
 
 from harness.config import RunConfig
-from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved, settle
+from harness.executors.base import ExecutorOptions, Finished, Job, run_resolved
+from harness.runfolder import settle
 
 POLL_S = 2.0  # how often job states are checked (submitit caches sacct answers between checks)
 

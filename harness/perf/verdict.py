@@ -29,13 +29,14 @@ from typing import Any
 
 from scipy.stats import mannwhitneyu
 
+from harness import metrics
 from harness.perf.baseline import BaselineError, entry_for, machine_key, setup_differences
 
 ALPHA = 0.01
 THRESHOLD = 0.15
 OTHER_MACHINE_THRESHOLD = 0.25
 RECHECK_FACTOR = 2  # a suspect is re-measured over this many times the baseline's rounds
-EXACT = ("activation_bytes", "grad_bytes", "optimizer_state_bytes", "trainable_params", "flops_per_step")
+EXACT = metrics.names("exact")  # the catalogue's deterministic figures
 EXACT_TOL = 0.01  # deterministic figures: 1% slack for library-version noise in saved tensors
 INSTRUCTIONS_TOL = 0.03  # retired instructions vary a little with allocator and interpreter state
 RATIO = "ratio_to_floor"

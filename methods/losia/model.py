@@ -79,7 +79,7 @@ class LosiaAdapted(Adapted):
             id(s): ImportanceTracker(cfg.importance, cfg.importance_beta1, cfg.importance_beta2) for s in subnets
         }
         self.reselections: list[list[Any]] = []
-        self.log = SubnetLog(ctx.run_dir)
+        self.log = SubnetLog(ctx.artifacts)
         self.logged_initial = False
         self.profiled: tuple[int, ...] = ()
         super().__init__(model, dense, ctx, *self._optimizer(dense, ctx))  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from methods.base import MethodConfigError
+from methods.base import Artifacts, MethodConfigError
 
 LOG_NAME = "subnets.jsonl"
 Indices = tuple[list[int], list[int]]
@@ -74,16 +74,15 @@ def as_index(indices: list[int]) -> torch.Tensor:
 
 
 class SubnetLog:
-    """Appends one JSON line per selected subnet to ``run_dir/subnets.jsonl`` (no-op without a folder)."""
+    """Appends one JSON line per selected subnet to the run folder's ``subnets.jsonl`` (through the
+    run's ``Artifacts``; a no-op without a run folder)."""
 
-    def __init__(self, run_dir: Path | None) -> None:
-        self.path = None if run_dir is None else Path(run_dir) / LOG_NAME
+    def __init__(self, artifacts: Artifacts | None) -> None:
+        self.artifacts = artifacts
 
     def write(self, step: int, selections: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
-        if self.path is None or not selections:
+        if self.artifacts is None or not selections:
             return
         lines: list[dict[str, Any]] = [{"step": step, "weight": name, "rows": rows.tolist(), "cols": cols.tolist()}
                                        for name, rows, cols in selections]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.writelines(json.dumps(line) + "\n" for line in lines)
+        self.artifacts.append(LOG_NAME, [json.dumps(line) for line in lines])
