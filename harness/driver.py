@@ -347,7 +347,7 @@ def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, cali
         **step_summary(steps, tc.timing_warmup_steps, excluded={first.profiled_step}),
         "train_time_s": sum(r.train_time_s for r in results),
         "calibration_time_s": calibration_time_s,
-        **{k: v for k, v in probe.figures.items() if metrics.unit(k) == "bytes"},
+        **{k: v for k, v in probe.figures.items() if k in metrics.CATALOGUE and metrics.unit(k) == "bytes"},
         "trainable_params": trainable,
         "total_params": base_params,
         "trainable_pct": 100.0 * trainable / base_params,

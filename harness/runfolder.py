@@ -197,6 +197,17 @@ class RunFolder:
         safe_io.write_json(self.path / RECORD, self.record.to_json())
 
 
+def write_run_files(folder: Path, record: RunRecord, samples: dict[tuple[str, str], list[dict[str, Any]]],
+                    steps: list[dict[str, Any]] | None = None) -> None:
+    """A whole run folder at once, from a record made elsewhere (imports, test factories): the
+    per-sample files ((phase, task) -> rows), the step log, then ``run.json``."""
+    for (phase, task), rows in samples.items():
+        safe_io.write_jsonl(records.samples_path(folder, phase, task), rows)
+    if steps is not None:
+        safe_io.write_jsonl(Path(folder) / STEPS, steps)
+    safe_io.write_json(Path(folder) / RECORD, record.to_json())
+
+
 def settle(cfg: RunConfig, out: Path, how: str) -> dict[str, Any]:
     """The record of a run executed elsewhere (a worker process, a cluster job); a run that left
     none (or left ``running``) is recorded as failed with ``how``, unless another process is

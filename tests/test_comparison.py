@@ -8,6 +8,7 @@ import pytest
 
 from harness import records
 from reports import block, comparison, stats
+from tests import factories
 from reports.comparison import NO_DIFFERENCE, SUITE, Paired
 from reports.load import load_results
 
@@ -88,26 +89,16 @@ def test_spread_and_ratio():
 def write_run(root, method: str, seed: int, per_task: dict[str, list[int]], step_s: float = 0.1,
               rss: float = 2**30, load: float | None = None) -> str:
     run_id = f"m__{method}__s{seed}"
-    folder = records.run_dir(root, run_id)
-    tasks = list(per_task)
-    evals = [{"task": t, "phase": p, "metrics": [{"name": "acc", "value": float(np.mean(c)), "stderr": 0.1,
-                                                   "n": len(c)}],
-              "protocol": "likelihood", "backend": "native", "prompt": "p", "shots": 0, "data_sha256": "d",
-              "chance": 0.25} for t, c in per_task.items() for p in ("before", "after")]
-    cfg = {"model": "m", "method": method, "method_config": {}, "train_tasks": tasks, "eval_tasks": tasks,
-           "seed": seed, "train": {"eval_limit": 0}, "protocol": "likelihood", "backend": "native"}
-    record = {"run_id": run_id, "status": "ok", "config": cfg, "evals": evals, "train_config": {"timing_warmup_steps": 2},
-              "costs": {"step_time_s": [step_s, "s"], "peak_rss_bytes": [rss, "bytes"]}}
-    if load is not None:
-        record["load"] = {"cpu_count": 2, "start": {"load1": load}, "end": {"load1": 1.0}}
-    records.atomic_write_json(folder / "run.json", record)
+    evals = [factories.evaluation(t, p, float(np.mean(c)), n=len(c), chance=0.25)
+             for t, c in per_task.items() for p in ("before", "after")]
+    rec = factories.record(run_id, method=method, seed=seed, train_tasks=per_task, train={"timing_warmup_steps": 2},
+                           evals=evals, costs={"step_time_s": step_s, "peak_rss_bytes": rss},
+                           load={"cpu_count": 2, "start": {"load1": load}, "end": {"load1": 1.0}} if load else None)
     steps = [{"step": i, "step_time_s": 9.0 if i < 2 else step_s * (1 + 0.1 * (i % 3)), "profiled": i == 1}
              for i in range(8)]
-    records.atomic_write_jsonl(folder / "steps.jsonl", steps)
-    for t, c in per_task.items():
-        for p in ("before", "after"):
-            records.atomic_write_jsonl(records.samples_path(folder, p, t),
-                                       [{"id": f"test-{i}", "correct": bool(x)} for i, x in enumerate(c)])
+    samples = {(p, t): [{"id": f"test-{i}", "correct": bool(x)} for i, x in enumerate(c)]
+               for t, c in per_task.items() for p in ("before", "after")}
+    factories.write(root, rec, samples, steps)
     return run_id
 
 

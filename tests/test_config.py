@@ -79,8 +79,9 @@ def test_evaluation_settings_keep_the_record_form_and_run_ids_of_before_the_spli
                     eval_tasks=("synthetic",), eval=EvalConfig(eval_limit=12, num_beams=2))
     # the id this run had when TrainConfig still carried the evaluation keys: finished runs stay found
     assert cfg.run_id == "tiny-llama__lora__synthetic__s0__8c64ec8dd7"
-    train = cfg.resolved()["train"]
-    assert train["eval_limit"] == 12 and train["lr"] == TrainConfig().lr and set(EVAL_KEYS) < set(train)
+    resolved = cfg.resolved()  # recorded once each: the trainer's keys and the evaluation's
+    assert resolved["eval"]["eval_limit"] == 12 and resolved["train"]["lr"] == TrainConfig().lr
+    assert set(resolved["eval"]) == set(EVAL_KEYS) and not set(EVAL_KEYS) & set(resolved["train"])
     again = run_config_from_dict(cfg.resolved())
     assert again == cfg and again.run_id == cfg.run_id
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from harness.models import TINY_LLAMA_CONFIG, build_llama
+from harness.runfolder import MethodFiles
 from methods.base import MethodConfigError, TrainContext, warmup_cosine
 from methods.losia import LosiaConfig, adapt, adapt_pro
 from methods.losia.importance import ImportanceTracker, candidates, importance, relocalize

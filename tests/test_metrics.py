@@ -12,6 +12,7 @@ from harness import driver, metrics
 from harness.measure import step_summary
 from harness.trainer import TrainResult
 from reports.tables import pivot
+from tests import factories
 
 
 def _steps(times: list[float], tokens: list[int]) -> list[dict]:
@@ -27,7 +28,7 @@ def test_every_cost_figure_is_catalogued_with_its_unit():
     adapted = SimpleNamespace(model=nn.Linear(2, 2), trainable_params=lambda: 6)
     costs = driver._costs([result], SimpleNamespace(timing_warmup_steps=1), probe, 0.5, adapted, 60)
     assert "other_gpu_processes" not in costs  # a warning about the device, not a cost
-    assert {name: unit for name, (_, unit) in costs.items()} == {name: metrics.unit(name) for name in costs}
+    assert {name: f.unit for name, f in costs.items()} == {name: metrics.unit(name) for name in costs}
     assert set(costs) <= set(metrics.CATALOGUE)
     assert costs["tokens_per_s"][0] == pytest.approx(90 / 6.0) and costs["step_time_steps"][0] == 3
 
@@ -43,16 +44,16 @@ def test_derived_figures_carry_catalogue_units_and_phases():
     cfg = SimpleNamespace(train_tasks=("a", "b"), sequence=True, retention_tasks=("r",))
     acc = {("a", "stage-1"): 0.6, ("b", "stage-1"): 0.2, ("a", "stage-2"): 0.5, ("b", "stage-2"): 0.7,
            ("r", "before"): 0.4, ("r", "stage-2"): 0.3}
-    evals = [{"task": t, "phase": p, "metrics": [{"name": "acc", "value": v}]} for (t, p), v in acc.items()]
-    record: dict = {"text_loss_before": 2.0, "text_loss_after": 2.5}
-    out = driver.derived_metrics(cfg, evals, record)
-    assert {d["phase"] for d in out} == {metrics.stage(2)}
-    assert all(d["unit"] == metrics.unit(d["metric"]) for d in out)
-    by = {(d["task"], d["metric"]): d["value"] for d in out}
+    evals = [factories.evaluation(t, p, v) for (t, p), v in acc.items()]
+    record = factories.record("r", text_loss_before=2.0, text_loss_after=2.5)
+    out, matrix = driver.derived_metrics(cfg, evals, record)
+    assert {d.phase for d in out} == {metrics.stage(2)}
+    assert all(d.unit == metrics.unit(d.metric) for d in out)
+    by = {(d.task, d.metric): d.value for d in out}
     assert by[("sequence", "bwt")] == pytest.approx(-0.1) and by[("a", "forgetting")] == pytest.approx(0.1)
     assert by[("retention-mean", "forgetting")] == pytest.approx(0.1)
     assert by[("retention-text", "lm_loss_forgetting")] == pytest.approx(0.5)
-    assert record["accuracy_matrix"]["rows"] == ["stage-1", "stage-2"]
+    assert matrix["rows"] == ["stage-1", "stage-2"]
 
 
 def _two_rows(metric: str) -> pd.DataFrame:
@@ -67,7 +68,7 @@ def test_ranking_follows_the_catalogue(metric, ranked):
     a side is no evidence: marked untested, never bold); a count of timed steps or a metric the
     harness did not define ranks nothing (no direction guessed from the name)."""
     table = pivot(_two_rows(metric), ["label"], "metric", name="t", title="t",
-                  better={metric: metrics.get(metric).higher_is_better})
+                  better={metric: metrics.task_metric(metric).higher_is_better})
     assert not any(r.cells[metric].best for r in table.rows)
     assert [r.cells[metric].mark for r in table.rows] == (["untested"] * 2 if ranked else ["", ""])
 
@@ -76,4 +77,16 @@ def test_phase_helpers_round_trip():
     assert metrics.stage_number(metrics.stage(3)) == 3 and metrics.stage_number(metrics.AFTER) is None
     assert metrics.final_phase(["before", "stage-2", "stage-10"]) == "stage-10"
     assert metrics.final_phase(["before", "eval"]) == "eval" and metrics.final_phase(["before", "after"]) == "after"
-    assert metrics.peak_memory({"peak_rss_bytes": 1, "peak_mem_allocated_bytes": 2}) == 2
+
+
+def test_an_uncatalogued_figure_is_an_error():
+    """No unit is guessed for a name nobody registered (it used to become a "fraction"), except a
+    metric an lm-eval task names itself."""
+    with pytest.raises(metrics.UnknownFigure, match="step_time_ms"):
+        metrics.unit("step_time_ms")
+    made_up = factories.evaluation("arc_e", "after", 0.5)
+    made_up.metrics[0]["name"] = "made_up"
+    with pytest.raises(metrics.UnknownFigure, match="made_up"):
+        factories.record("r", evals=[made_up]).rows()
+    made_up.backend = "lm-eval"
+    assert factories.record("r", evals=[made_up]).rows()[0]["unit"] == "fraction"

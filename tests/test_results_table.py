@@ -1,9 +1,13 @@
-"""results.csv / .parquet carry each run's settings as columns; counts stay integers."""
+"""results.csv / .parquet carry each run's settings as columns; counts stay integers.
+
+The records here are written by hand in the format run.json had before the settings catalogue
+(evaluation keys inside ``config.train``, no ``evaluated``): old records must stay readable."""
 from __future__ import annotations
 
 import pandas as pd
 
 from harness import records
+from harness.safe_io import write_json
 
 ENV = {"device": {"type": "cpu", "name": "Test CPU"}, "git_commit": "abc123"}
 
@@ -20,12 +24,12 @@ def _record(run_id: str, lr: float, r: int, acc: float) -> dict:
 
 def test_settings_columns_and_integer_counts(tmp_path):
     for rec in (_record("a", 1e-3, 8, 0.5), _record("b", 3e-4, 16, 0.6), _record("c", 3e-4, 8, 0.7)):
-        records.atomic_write_json(tmp_path / "runs" / rec["run_id"] / "run.json", rec)
+        write_json(tmp_path / "runs" / rec["run_id"] / "run.json", rec)
     eval_only = {"run_id": "e", "status": "ok", "environment": ENV,
                  "config": {"model": "tiny-llama", "method": "none", "method_config": {}, "train_tasks": [],
                             "eval_tasks": ["arc_e"], "seed": 0, "train": {"eval_limit": 20}},
                  "evals": [{"task": "arc_e", "phase": "eval", "metrics": [{"name": "acc", "value": 0.4, "n": 20}]}]}
-    records.atomic_write_json(tmp_path / "runs" / "e" / "run.json", eval_only)
+    write_json(tmp_path / "runs" / "e" / "run.json", eval_only)
     records.rebuild_table(tmp_path)
     df = pd.read_csv(tmp_path / "results.csv")
     acc = df[(df.metric == "acc") & (df.method == "lora")]

@@ -9,6 +9,7 @@ import pytest
 
 from harness import cli, records
 from reports import stats
+from tests import factories
 from reports.load import ReportError
 
 
@@ -55,18 +56,13 @@ def make_run(root: Path, method: str, seed: int, correct: list[bool], prompt: st
              task: str = "arc_e", retention: dict[str, list[bool]] | None = None) -> None:
     """A finished run trained on ``task``; ``retention`` maps other evaluated tasks to their answers."""
     run_id = f"m__{method}__{task}__s{seed}__{prompt[-1]}"
-    folder = records.run_dir(root, run_id)
-    evals = []
-    for name, answers in {task: correct, **(retention or {})}.items():
-        evals.append({"task": name, "phase": "after", "protocol": "likelihood", "backend": "native", "prompt": prompt,
-                      "metrics": [{"name": "acc", "value": sum(answers) / len(answers), "stderr": 0.1,
-                                   "n": len(answers)}], "shots": 0, "data_sha256": "d"})
-        records.atomic_write_jsonl(records.samples_path(folder, "after", name),
-                                   [{"id": f"test-{i}", "correct": c} for i, c in enumerate(answers)])
-    cfg = {"model": "m", "method": method, "method_config": {}, "train_tasks": [task], "eval_tasks": [task],
-           "retention_tasks": list(retention or {}), "seed": seed, "train": {"eval_limit": len(correct)},
-           "protocol": "likelihood", "backend": "native"}
-    records.atomic_write_json(folder / "run.json", {"run_id": run_id, "status": "ok", "config": cfg, "evals": evals})
+    answered = {task: correct, **(retention or {})}
+    evals = [factories.evaluation(name, "after", sum(a) / len(a), n=len(a), prompt=prompt, eval_limit=len(correct))
+             for name, a in answered.items()]
+    rec = factories.record(run_id, method=method, seed=seed, train_tasks=[task], retention_tasks=list(retention or {}),
+                           evaluation_config={"eval_limit": len(correct)}, evals=evals)
+    factories.write(root, rec, {("after", name): [{"id": f"test-{i}", "correct": c} for i, c in enumerate(a)]
+                                for name, a in answered.items()})
 
 
 def test_compare_pairs_items_and_seeds(tmp_path, capsys):

@@ -6,7 +6,8 @@ import json
 import torch
 
 from harness.models import load_model
-from harness.records import StepLog, read_jsonl
+from harness.records import read_jsonl
+from harness.runfolder import StepLog
 from harness.trainer import train
 from methods import registry
 from methods.base import TrainContext

@@ -10,7 +10,9 @@ import pytest
 from harness import cli, plan, records, sweep
 from harness.config import RunConfig
 from harness.driver import validation_items
+from harness.schema.record import RunRecord
 from harness.sweep.grid import grid, points
+from tests import factories
 from tasks import registry as tasks
 
 SWEEP = """
@@ -76,9 +78,8 @@ def test_dry_run_lists_statuses_and_the_resubmission_policy(tmp_path, capsys):
     cfgs = _planned(spec)
     for cfg, status, error in zip(cfgs, ["ok", "failed", "running", "failed"], [None, "OutOfMemoryError", None,
                                                                                 "KeyboardInterrupt"]):
-        records.atomic_write_json(records.run_dir(tmp_path, cfg.run_id) / "run.json",
-                                  {"run_id": cfg.run_id, "status": status, "config": cfg.resolved(),
-                                   **({"error": {"type": error, "message": ""}} if error else {})})
+        factories.write(tmp_path, RunRecord(cfg.run_id, status, cfg.resolved(),
+                                            error={"type": error, "message": ""} if error else None))
     assert cli.main(["sweep", str(path), "--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "runs: 12 run(s), 10 to run" in out
@@ -146,7 +147,7 @@ select: {over: lr, metric: val_acc, validation: 24}
     assert float(chosen.value.iloc[0]) == best
     final = _ids(["run", "--model", "tiny-llama", "--methods", "lora", "--tasks", "synthetic", "--seeds", "0",
                   "--max-steps", "8", "--eval-limit", "6", "--set", "eval_batch_size=16", "--set", f"lr={best}"])
-    assert records.run_status(tmp_path, final[0]) == "ok"
+    assert records.read_record(records.run_dir(tmp_path, final[0]) / "run.json").status == "ok"
     assert set(df[df.run_id == final[0]].phase) == {"before", "after", "train"}  # no held-out items in finals
     as_written = {3e-2: "3e-2", 1e-4: "1e-4"}[best]
     assert f"chosen lr={as_written}" in out
