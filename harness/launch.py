@@ -24,12 +24,12 @@ def run_state(out: Path, run_id: str) -> str | None:
     path = records.run_dir(out, run_id) / "run.json"
     if not path.exists():
         return None
-    record = records.read_run(path)
+    record = records.read_record(path)
     if record is None:  # damaged: reported, and run again
         return "interrupted"
-    if record["status"] == "ok":
+    if record.status == "ok":
         return "ok"
-    if record["status"] == "failed" and record.get("error", {}).get("type") not in NOT_THE_RUNS_FAULT:
+    if record.status == "failed" and (record.error or {}).get("type") not in NOT_THE_RUNS_FAULT:
         return "failed"
     return "interrupted"
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.metrics import AFTER
-from harness.records import atomic_write_text
+from harness.safe_io import write_text
 from reports import plots, render
 from reports.commands import Command, commands
 from reports.html import page
@@ -52,7 +52,7 @@ class Report:
 
 def _write(path: Path, text: str) -> None:
     """Atomic like every record, but world-readable: a report is meant to be shared or served."""
-    atomic_write_text(path, text)
+    write_text(path, text)
     path.chmod(0o644)
 
 

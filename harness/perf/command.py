@@ -20,7 +20,7 @@ from harness.perf import baseline as baselines
 from harness.perf.opprofile import format_breakdown
 from harness.perf.timing import FLOOR, PerfConfig, format_table, measure, spread, write_json
 from harness.perf.verdict import RECHECK_FACTOR, Comparison, compare, confirm, markdown, publish
-from harness.records import atomic_write_text
+from harness.safe_io import write_text
 from methods import registry
 
 # option name -> PerfConfig field
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.update:
         updated, notes = baselines.with_measurement(baseline, result)
-        atomic_write_text(path, baselines.dumps(updated))
+        write_text(path, baselines.dumps(updated))
         print("\n".join([*notes, f"baseline updated: {path} (machines: {', '.join(updated['machines'])})"]))
         return 0
     comparison = check(cfg, baseline, result, progress=not args.no_progress)

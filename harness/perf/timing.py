@@ -287,6 +287,6 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
-    from harness.records import atomic_write_text
+    from harness.safe_io import write_text
 
-    atomic_write_text(Path(path), json.dumps(result, indent=2) + "\n")
+    write_text(Path(path), json.dumps(result, indent=2) + "\n")

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import metrics, records
+from harness import metrics, records, safe_io
 from harness.config import RunConfig
 from harness.sweep.file import Sweep
 from harness.sweep.grid import Group, Groups
@@ -37,11 +37,10 @@ def val_score(out: Path, cfgs: list[RunConfig], metric: str) -> float | None:
     values = []
     for cfg in cfgs:
         path = records.run_dir(out, cfg.run_id) / "run.json"
-        record = records.read_run(path) or {}
-        if record.get("status") != "ok":
+        record = records.read_record(path)
+        if record is None or record.status != "ok":
             return None
-        values += [m["value"] for e in record.get("evals", []) if e["phase"] == metrics.VAL
-                   for m in e["metrics"] if m["name"] == name]
+        values += [v for e in record.evals if e.phase == metrics.VAL for v in [e.value(name)] if v is not None]
     return sum(values) / len(values) if values else None
 
 
@@ -100,5 +99,5 @@ def write_selection(sweep: Sweep, out: Path, choices: list[Choice]) -> Path:
              "metric": sweep.select.metric, "score": s, "chosen": v == c.chosen}
             for c in choices for v, s in c.scores.items()]
     path = Path(out) / f"selection-{sweep.name}.csv"
-    records.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    safe_io.write_text(path, pd.DataFrame(rows).to_csv(index=False))
     return path
