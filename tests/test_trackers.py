@@ -10,12 +10,13 @@ import pytest
 
 from harness import trackers
 from harness.config import ConfigError
+from tests import factories
 
-CONFIG = {"model": "tiny-llama", "method": "lora", "method_config": {"r": 8, "target_modules": ["q_proj"]},
-          "train_tasks": ["arc_e"], "seed": 0, "train": {"lr": 0.001, "eval_limit": 10}}
-RECORD = {"run_id": "run-1", "config": CONFIG, "status": "ok",
-          "evals": [{"task": "arc_e", "phase": "after", "metrics": [{"name": "acc", "value": 0.5, "stderr": 0.1, "n": 10}]}],
-          "costs": {"step_time_s": [0.25, "s"], "trainable_params": [1234, "count"]}}
+RECORD = factories.record("run-1", model="tiny-llama", method="lora", method_config={"r": 8, "target_modules": ["q_proj"]},
+                          train={"lr": 0.001}, evaluation_config={"eval_limit": 10},
+                          evals=[factories.evaluation("arc_e", "after", 0.5)],
+                          costs={"step_time_s": 0.25, "trainable_params": 1234})
+CONFIG = RECORD.config
 STEPS = [{"step": s, "loss": 2.0 - s / 10, "lr": 1e-3, "step_time_s": 0.1, "tokens": 24, "profiled": s == 0}
          for s in range(3)]
 
