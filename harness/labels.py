@@ -3,12 +3,15 @@ same method ran with several configurations (``lora (r=8)`` vs ``lora (r=16)``).
 
 Labels are what tables group on (results.csv's ``label`` column, every report), so runs are only
 pooled across seeds, never across configurations, and two variants never share one label: a
-label that would collide after shortening gets the variant's hash appended.
+label that would collide after shortening gets the variant's hash appended. An evaluation-only
+run of an adapter (``bench eval --adapter DIR``) is labelled by that adapter, never as the base
+model or as method ``none``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import PurePath
 from typing import Any
 
 from harness.schema.record import normalized_config
@@ -24,7 +27,16 @@ def _variant_fields(cfg: dict[str, Any]) -> dict[str, str]:
     # table column (``reports.tables.drop_mixed``), never split into variants
     out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg["train"].items() if k not in EVAL_ONLY_KEYS})
     out.update({k: json.dumps(v, sort_keys=True) for k, v in cfg.get("method_config", {}).items()})
+    if cfg.get("adapter"):
+        out["adapter"] = str(cfg["adapter"])
     return out
+
+
+def _name(cfg: dict[str, Any]) -> str:
+    """What a label starts with: the method, or for an evaluated adapter, the adapter's folder."""
+    if cfg.get("adapter") and not cfg.get("train_tasks"):
+        return f"adapter {PurePath(str(cfg['adapter'])).name}"
+    return str(cfg.get("method", "?"))
 
 
 def _short(value: str, width: int = 24) -> str:
@@ -39,7 +51,7 @@ def variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     for run_id, cfg in configs.items():
         fields = _variant_fields(cfg)
         keys[run_id] = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
-        groups.setdefault((cfg.get("model", "?"), cfg.get("method", "?")), {})[keys[run_id]] = fields
+        groups.setdefault((cfg.get("model", "?"), _name(cfg)), {})[keys[run_id]] = fields
     labels: dict[tuple[str, str, str], str] = {}
     for (model, method), variants in groups.items():
         for key, fields in variants.items():
@@ -49,5 +61,5 @@ def variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
         if len(set(labels[(model, method, k)] for k in variants)) < len(variants):
             for key in variants:
                 labels[(model, method, key)] += f" #{key}"
-    return {run_id: labels[(cfg.get("model", "?"), cfg.get("method", "?"), keys[run_id])]
+    return {run_id: labels[(cfg.get("model", "?"), _name(cfg), keys[run_id])]
             for run_id, cfg in configs.items()}

@@ -270,26 +270,35 @@ def accuracy_tables(res: Results, metric: str = "acc", allow_mixed: bool = False
     task, reported under forgetting), in percent; a base-model row (before training) and a
     chance row as references. Bold and ties come from McNemar's test on the items the runs
     kept (``_item_evidence``); tasks where the base model is not above chance are marked;
-    ``vs`` (a method) adds a row per other method: its difference with a 95% CI.
+    ``vs`` (a method) adds a row per other method: its difference with a 95% CI. An adapter
+    scored by ``bench eval --adapter`` is a row of its own, never part of the base model's cells;
+    a folder of ``bench eval`` runs alone gives the table of what they scored.
     """
-    df = res.df
-    after = df[(df.phase == AFTER) & (df.metric == metric) & trained_on(df)]
-    if after.empty:
+    df = res.df[res.df.metric == metric]
+    after = df[(df.phase == AFTER) & trained_on(df)]
+    evaluated = df[(df.phase == EVAL) & df.adapter.notna()]  # bench eval --adapter: a row of its own
+    # the base model's cells: before training, or a bench eval of the model itself (no adapter)
+    base = df[(df.phase == BEFORE) | ((df.phase == EVAL) & df.adapter.isna())]
+    shown = pd.concat([after, evaluated]) if not (after.empty and evaluated.empty) else base
+    if shown.empty:
         return []
-    base = df[df.phase.isin([BEFORE, EVAL]) & (df.metric == metric) & df.model.isin(set(after.model))]
-    base = base.drop_duplicates(["model", "task", "protocol", "data_sha256", "eval_limit", "value"])
+    base = base[base.model.isin(set(shown.model))]
+    base = base.drop_duplicates(["model", "task", *settings.MEASURED_BY, "value"])
     base = base.assign(label=BASE_LABEL, reference=True)
+    trained = not after.empty
+    after = pd.concat([after, evaluated])
     scale = metrics.get(metric).scale  # fractions shown in percent
     data = _sort_rows(pd.concat([base, after])).assign(value=lambda d: d.value * scale)
     commonsense = set(suites()["commonsense"])
     tables = []
-    for name, title, tasks in (("commonsense", "Commonsense reasoning", report_order(set(after.task) & commonsense)),
-                               ("accuracy", "Other tasks", report_order(set(after.task) - commonsense))):
+    for name, title, tasks in (("commonsense", "Commonsense reasoning", report_order(set(shown.task) & commonsense)),
+                               ("accuracy", "Other tasks", report_order(set(shown.task) - commonsense))):
         if not tasks:
             continue
         part = data[data.task.isin(tasks)]
         table = pivot(part, ["model", "label"], "task", name=name, order=tasks, headers=report_headers(),
-                      title=f"{title}: {metric} after training (%)", avg="Avg", better=None, allow_mixed=allow_mixed)
+                      title=f"{title}: {metric} {'after training' if trained else 'evaluated'} (%)", avg="Avg",
+                      better=None, allow_mixed=allow_mixed)
         grids = accuracy_evidence(res, tasks, AFTER, metric)
         _item_evidence(table, grids, scale, bool(metrics.get(metric).higher_is_better))
         _chance_marks(table, part, scale)
@@ -381,6 +390,8 @@ def efficiency_tables(res: Results, allow_mixed: bool = False) -> list[Table]:
     costs = pd.concat([costs, peak_memory(costs)])
     figures = {m: metrics.get(m) for m in EFFICIENCY}
     costs = costs[costs.metric.isin(set(figures))]
+    if costs.empty:  # evaluation-only runs: no training, no costs
+        return []
     costs = costs.assign(value=costs.value.astype(float) * costs.metric.map({m: f.scale for m, f in figures.items()}))
     devices = sorted(set(costs.device))
     tables = []
