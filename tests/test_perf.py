@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from harness import cli
+from harness import cli, metrics
 from harness.perf import baseline as baselines
 from harness.perf import command, verdict
 from harness.perf.counters import open_instruction_counter
@@ -211,6 +211,10 @@ def test_cli_update_check_repeat_and_summary(tmp_path, monkeypatch, capsys):
     assert (data["config"]["threads"], data["config"]["clock"], len(data["machines"])) == (1, "cpu", 1)
     entry = next(iter(data["machines"].values()))  # two measurements' rounds pooled; a check measures 5
     assert entry["measurements"] == 2 and len(entry["methods"]["lora"]["ratio_to_floor_rounds"]) == 10
+    # CPU time is stored as CPU time, under catalogued names only
+    raw = json.loads(path.read_text())["machines"][next(iter(data["machines"]))]["methods"]["lora"]
+    assert "step_cpu_time_s" in raw and "step_time_s" not in raw and "tokens_per_cpu_s" in raw
+    metrics.check(raw, "the recorded baseline")
     assert data["config"]["rounds"] == 5
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
@@ -252,3 +256,17 @@ def test_profile_breakdown_counts_losia_pro_gathers_per_step(tmp_path, capsys):
     assert code == 0 and "losia-pro: profiled self time" in capsys.readouterr().out
     ops = json.loads(out_json.read_text())["op_profile"]["ops"]
     assert ops["losia-pro"]["aten::gather"]["calls"] == 22 and "aten::gather" not in ops["floor"]  # 2 layers x (4 + 7)
+
+
+def test_committed_baselines_read_with_catalogued_figures():
+    """The committed format-3 baselines (CPU clock, recorded when CPU time was stored as
+    ``step_time_s``) load with their times under the CPU names, and every figure is catalogued."""
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].glob("results/baselines/*.json")):
+        data = baselines.load(path)
+        assert data["config"]["clock"] == "cpu"
+        for entry in data["machines"].values():
+            for row in entry["methods"].values():
+                metrics.check(row, str(path))
+                assert "step_cpu_time_s" in row and "step_time_s" not in row

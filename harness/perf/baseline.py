@@ -11,7 +11,9 @@ EPYC at tiny shapes), so a check compares with its own machine's entry when ther
                                   [...], "ratio_to_floor": ..., "activation_bytes": ..., ...}, ...}}}}
 
 A file is validated completely by :func:`load` before anything is measured, so a truncated,
-foreign or old-format file costs one line, not a measurement.
+foreign or old-format file costs one line, not a measurement. Files recorded with ``--clock cpu``
+before CPU time had figures of its own (``step_cpu_time_s`` ...) stored it under the wall-clock
+names; :func:`load` reads them under the CPU names, so no reader sees a CPU time called wall time.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import metrics
 from harness.config import ConfigError
 
 # 3: ratios from steps alternated one by one with the floor's (2 paired whole rounds: not comparable)
@@ -73,6 +76,10 @@ def load(path: Path) -> dict[str, Any]:
                     not all(isinstance(r, (int, float)) and r > 0 for r in rounds):
                 raise BaselineError(f"baseline {path}: machine {key!r}, method {name!r} lacks per-round ratios "
                                     f"('ratio_to_floor_rounds', two or more positive numbers)")
+            if config.get("clock") == "cpu":
+                for wall, cpu in zip(metrics.CLOCK_FIGURES["wall"], metrics.CLOCK_FIGURES["cpu"]):
+                    if wall in row:
+                        row[cpu] = row.pop(wall)
     return data
 
 
