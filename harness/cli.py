@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.schema.settings import comma_list
+
 if TYPE_CHECKING:
     from harness.plan import Grid
 
@@ -26,10 +28,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, MethodConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError,
             ReportError, OutputError)
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -298,10 +296,10 @@ def run_grid(args: argparse.Namespace) -> Grid:
     from harness.plan import Grid
 
     try:
-        seeds = tuple(int(s) for s in _csv(args.seeds)) or (0,)
+        seeds = tuple(int(s) for s in comma_list(args.seeds)) or (0,)
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    return Grid(model=args.model, methods=tuple(_csv(args.methods)), tasks=args.tasks, sequence=args.sequence,
+    return Grid(model=args.model, methods=tuple(comma_list(args.methods)), tasks=args.tasks, sequence=args.sequence,
                 seeds=seeds, per_task=args.per_task, retention=args.retention, retention_text=args.retention_text,
                 preset=args.preset, overrides=split_overrides(args.sets), max_steps=args.max_steps,
                 epochs=args.epochs, eval_limit=args.eval_limit, protocol=args.protocol, backend=args.eval_backend,
@@ -443,7 +441,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.config import ConfigError
     from reports.stats import compare_methods, format_comparison
 
-    methods = _csv(args.methods)
+    methods = comma_list(args.methods)
     if len(methods) != 2:
         raise ConfigError(f"--methods takes two methods, A,B; got {args.methods!r}")
     rows = compare_methods(args.results, methods[0], methods[1], task=args.task, phase=args.phase,
@@ -466,7 +464,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if getattr(args, option) < 1:
             raise ConfigError(f"--{option} must be at least 1, got {getattr(args, option)}")
     try:
-        ranks = [int(r) for r in _csv(args.ranks)]
+        ranks = [int(r) for r in comma_list(args.ranks)]
     except ValueError:
         raise ConfigError(f"--ranks {args.ranks}: expected whole numbers, e.g. 4,8,16") from None
     bad = [r for r in ranks if r % args.blocks or r <= 0]

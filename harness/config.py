@@ -11,7 +11,6 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -189,7 +188,7 @@ def parse_value(text: str, current: Any) -> Any:
     if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(current, (list, tuple)) and isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        return catalogue.comma_list(value)
     if current is not None and isinstance(current, (int, float)) and not isinstance(value, (int, float)):
         raise ConfigError(f"expected a number, got {text!r}")
     return value

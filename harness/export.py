@@ -20,15 +20,13 @@ Folders are written under a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from harness import safe_io
 from methods.base import Adapted
 
 SAVE_KINDS = ("adapter", "merged", "none")
@@ -119,15 +117,8 @@ def save_trained(adapted: Adapted, kind: str, target: Path, base_model: str, tok
     if kind == "none":
         return {"kind": "none"}
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with safe_io.atomic(target, folder=True) as tmp:  # a rerun (--force) replaces what the last one saved
         fmt = _save_into(adapted, kind, tmp, base_model, tokenizer, load_base, meta)
-        shutil.rmtree(target, ignore_errors=True)  # a rerun (--force) replaces what the last one saved
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     return {"kind": kind, "format": fmt, "path": str(target), "bytes": size}
 

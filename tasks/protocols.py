@@ -120,9 +120,3 @@ def evaluate(backend: str, protocol: str, model: nn.Module, tokenizer: Any, task
 
         return lm_eval_bridge.evaluate(protocol, model, tokenizer, task, examples, settings)
     return get(protocol).evaluate(model, tokenizer, task, examples, settings)
-
-
-def train_pairs(protocol: str, task: Task, examples: Sequence[Example]) -> list[tuple[str, str]]:
-    """Training texts of ``examples`` under ``protocol``."""
-    fn = get(protocol).train_pair
-    return [fn(task, ex) for ex in examples]

@@ -8,7 +8,7 @@ and only when that fails too is it an error, one line naming every place tried. 
 never copied into the repository. Every file read is checked against the SHA-256 its task file
 pins (``tasks/configs``), so a run's numbers always refer to known bytes; ``TaskData.checksums`` carries them into run
 records. The Hugging Face hub is a fallback only when files are missing and the user opted in
-(``PEFT_BENCH_HUB=1`` or ``configure(hub=True)``): silently switching sources would change what
+(``PEFT_BENCH_HUB=1``): silently switching sources would change what
 a benchmark number means.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
@@ -31,19 +30,12 @@ class DataError(RuntimeError):
     """
 
 
-_settings: dict[str, Any] = {"data_dir": None, "hub": None}
 _hash_cache: dict[tuple[str, int, int], str] = {}
 
 
-def configure(data_dir: str | Path | None = None, hub: bool | None = None) -> None:
-    """Set process-wide choices (the CLI calls this with ``--data-dir`` / ``--hub``)."""
-    _settings["data_dir"] = data_dir
-    _settings["hub"] = hub
-
-
 def resolve_data_dir(explicit: str | Path | None = None) -> tuple[Path, str]:
-    """The data folder and a few words on why it was chosen (for error messages)."""
-    explicit = explicit if explicit is not None else _settings["data_dir"]
+    """The data folder and a few words on why it was chosen (for error messages). The CLI's
+    ``--data-dir`` sets ``$PEFT_BENCH_DATA``, so worker processes see the same folder."""
     if explicit is not None:
         return Path(explicit).expanduser(), "--data-dir"
     if os.environ.get(DATA_ENV):
@@ -52,8 +44,7 @@ def resolve_data_dir(explicit: str | Path | None = None) -> tuple[Path, str]:
 
 
 def hub_enabled() -> bool:
-    if _settings["hub"] is not None:
-        return bool(_settings["hub"])
+    """Whether the hub may be used as a fallback for missing files (``$PEFT_BENCH_HUB``)."""
     return os.environ.get(HUB_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 

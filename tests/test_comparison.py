@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 
-from harness import records
 from reports import block, comparison, stats
 from tests import factories
 from reports.comparison import NO_DIFFERENCE, SUITE, Paired

@@ -21,6 +21,7 @@ from harness.perf.opprofile import format_breakdown
 from harness.perf.timing import FLOOR, PerfConfig, format_table, measure, spread, write_json
 from harness.perf.verdict import RECHECK_FACTOR, Comparison, compare, confirm, markdown, publish
 from harness.safe_io import write_text
+from harness.schema.settings import comma_list
 from methods import registry
 
 # option name -> PerfConfig field
@@ -29,14 +30,10 @@ _OPTIONS = {"methods": "methods", "shape": "shape", "batch_size": "batch_size", 
             "start_step": "start_step", "threads": "threads", "clock": "clock"}
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def _slowdowns(text: str | None, methods: tuple[str, ...]) -> dict[str, float]:
     """``METHOD=FACTOR[,...]`` -> {method: factor}; each factor >= 1, each method measured."""
     out: dict[str, float] = {}
-    for item in _csv(text or ""):
+    for item in comma_list(text or ""):
         name, _, factor = item.partition("=")
         try:
             out[name] = float(factor)
@@ -55,7 +52,7 @@ def _config(args: argparse.Namespace, baseline: dict[str, Any] | None) -> PerfCo
     for option, key in _OPTIONS.items():
         value = getattr(args, option)
         if value is not None:
-            setup[key] = _csv(value) if option == "methods" else value
+            setup[key] = comma_list(value) if option == "methods" else value
     if args.sets is not None:
         setup["overrides"] = split_overrides(args.sets)
     for key in ("batch_size", "seq_len", "rounds", "steps_per_round"):

@@ -88,6 +88,12 @@ BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 MEASUREMENT_FACTS = ("prompt", "data_sha256")
 
 
+def comma_list(text: str) -> list[str]:
+    """A list as typed on the command line: ``"a, b,,c"`` -> ``["a", "b", "c"]`` (list-valued
+    ``--set`` values and every comma-separated option of the CLIs)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def keys(owner: str | None = None, affects: str | None = None) -> tuple[str, ...]:
     """Setting keys, in catalogue order, of ``owner`` and/or affecting ``affects``."""
     return tuple(s.key for s in SETTINGS
