@@ -171,3 +171,24 @@ def test_eval_takes_only_evaluation_keys(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and needle in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_forced_rerun_starts_method_files_fresh(tmp_path):
+    """LoSiA's subnets.jsonl goes through the run folder: a --force rerun rewrites it instead of
+    appending after the last run's lines, so it is as long as a fresh run's."""
+    losia = ["--methods", "losia", "--set", "losia.period=2"]
+    assert _run(tmp_path / "fresh", *losia) == 0
+    assert _run(tmp_path / "again", *losia) == 0 and _run(tmp_path / "again", *losia, "--force") == 0
+    fresh, again = ((tmp_path / out / "runs").glob("*/subnets.jsonl") for out in ("fresh", "again"))
+    fresh, again = next(fresh).read_text().splitlines(), next(again).read_text().splitlines()
+    assert len(fresh) > 0 and len(again) == len(fresh) and again == fresh
+
+
+def test_decoding_settings_do_not_make_a_method_variant(tmp_path):
+    """num_beams and max_new_tokens change how a run is scored, not what it trained: the same label
+    (tables compare them column by column instead)."""
+    assert _run(tmp_path, "--methods", "lora") == 0
+    assert _run(tmp_path, "--methods", "lora", "--set", "num_beams=2", "--set", "max_new_tokens=8") == 0
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert df.run_id.nunique() == 2 and set(df.label) == {"lora"}
+    assert set(df.num_beams.dropna()) == {1, 2}
