@@ -388,7 +388,7 @@ def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[
         cells.append(f"{forget.iloc[0]:+.3f}" if len(forget) else "-")
         cells.append(f"{bwt.iloc[0]:+.3f}" if len(bwt) else "-")
         c = g[g.phase == metrics.TRAIN].set_index("metric").value
-        mem = c.get("peak_mem_allocated_bytes", c.get("peak_rss_bytes"))
+        mem = next((c[k] for k in metrics.PEAK_MEMORY if k in c), None)  # the peak-memory rule
         cells.append(f"{c['step_time_s']:.3f}{'!' if run_id in busy else ''}" if "step_time_s" in c else "-")
         cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
         cells.append(f"{int(c['trainable_params']):,} ({c['trainable_pct']:.2f}%)" if "trainable_pct" in c else "-")
