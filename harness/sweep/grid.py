@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import plan
-from harness.config import ConfigError, RunConfig
+from harness.config import ConfigError, EvalConfig, RunConfig, TrainConfig
+from harness.schema.settings import FLAG_KEYS
 from harness.sweep.file import Sweep
 
-BUDGET = {"max_steps": int, "epochs": float, "eval_limit": int}  # bench run's budget options, not --set keys
+# bench run's own budget options (not --set keys), typed as their configs' defaults
+BUDGET = {k: type(getattr(TrainConfig(), k, getattr(EvalConfig(), k, None))) for k in FLAG_KEYS}
 MAX_RUNS = 100_000  # planning takes ~14 ms a run: beyond this a sweep is surely a typo in an axis
 PROGRESS_FROM = 1_000  # runs: a bigger grid shows a progress bar while it is planned
 Group = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...]]  # model, method, other settings, tasks
