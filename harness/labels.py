@@ -33,10 +33,16 @@ def _variant_fields(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def _name(cfg: dict[str, Any]) -> str:
-    """What a label starts with: the method, or for an evaluated adapter, the adapter's folder."""
-    if cfg.get("adapter") and not cfg.get("train_tasks"):
-        return f"adapter {PurePath(str(cfg['adapter'])).name}"
-    return str(cfg.get("method", "?"))
+    """What a label starts with: the method, or for an evaluated adapter, the adapter: a run's saved
+    model (``runs/<model>__<method>__<tasks>__s<seed>__<hash>/adapter``) by that run's method,
+    tasks and seed, any other folder by its name."""
+    if not (cfg.get("adapter") and not cfg.get("train_tasks")):
+        return str(cfg.get("method", "?"))
+    path = PurePath(str(cfg["adapter"]))
+    parts = path.parent.name.split("__")
+    if path.parent.parent.name == "runs" and len(parts) == 5:
+        return f"adapter {parts[1]} ({parts[2]} {parts[3]})"
+    return f"adapter {path.name}"
 
 
 def _short(value: str, width: int = 24) -> str:

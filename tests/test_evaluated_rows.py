@@ -67,3 +67,15 @@ def test_a_record_of_the_old_format_reads_as_the_current_one(tmp_path):
     assert (row["adapter"], row["eval_limit"], row["num_beams"], row["unit"]) == ("/a/b", 20, 1, "fraction")
     again = type(rec).from_json(rec.to_json())
     assert again == rec  # the current format round-trips
+
+
+def test_an_evaluated_adapter_is_labelled_by_what_it_is():
+    from harness.labels import variant_labels
+
+    eval_only = {"model": "m", "method": "none", "train_tasks": [], "train": {}, "method_config": {}}
+    labels = variant_labels({
+        "saved": {**eval_only, "adapter": "results/runs/m__lora__boolq__s0__0123456789/adapter"},
+        "folder": {**eval_only, "adapter": "/x/my-adapter"},
+        "base": eval_only,
+    })
+    assert labels == {"saved": "adapter lora (boolq s0)", "folder": "adapter my-adapter", "base": "none"}
