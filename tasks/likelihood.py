@@ -243,21 +243,25 @@ def score(
     max_length: int | None = None,
     share_prefix: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per-example multiple-choice records: acc from summed log-likelihood, acc_norm per character."""
+    """Per-example multiple-choice records: acc from summed log-likelihood, and acc_norm (per
+    character) only for a task that publishes it (``task.metrics``): a sample carries what the
+    task reports, nothing that would always equal ``pred``."""
     per_example = [task.requests(ex) for ex in examples]
     flat = [req for reqs in per_example for req in reqs]
     lls = loglikelihoods(model, tokenizer, flat, batch_size, device, max_length, share_prefix, progress, task.name)
+    normed = "acc_norm" in task.metrics
     records, at = [], 0
     for ex, reqs in zip(examples, per_example):
         ll = lls[at:at + len(reqs)]
         at += len(reqs)
         lengths = [choice_length(cont) for _, cont in reqs]
-        pred, pred_norm = _argmax(ll), _argmax([v / max(n, 1) for v, n in zip(ll, lengths)])
-        records.append({
-            "id": ex.id, "gold": ex.gold, "pred": pred, "pred_norm": pred_norm,
-            "correct": pred == ex.gold, "correct_norm": pred_norm == ex.gold,
-            "logliks": ll, "lengths": lengths,
-        })
+        pred = _argmax(ll)
+        record = {"id": ex.id, "gold": ex.gold, "pred": pred, "correct": pred == ex.gold, "logliks": ll,
+                  "lengths": lengths}
+        if normed:
+            pred_norm = _argmax([v / max(n, 1) for v, n in zip(ll, lengths)])
+            record.update(pred_norm=pred_norm, correct_norm=pred_norm == ex.gold)
+        records.append(record)
     return records
 
 

@@ -44,7 +44,7 @@ def by_id(data, ex_id: str):
 # task -> (id, question starts with, n choices, gold, first choice)
 FIRST_RECORDS = {
     "boolq": ("test-0", "does ethanol take more energy make that produces", 2, 0, "no"),
-    "piqa": ("test-1", "dresser", 2, 1, "replace drawer with bobby pin"),
+    "piqa": ("test-1", "dresser", 2, 1, "replace drawer with bobby pin "),  # the trailing space is PIQA's
     "siqa": ("test-0", "Tracy didn't go home that evening and resisted Riley's attacks. What", 3, 2, "make a new plan"),
     "hellaswag": ("test-0", "Roof shingle removal: A man is sitting on a roof. He", 4, 3, "is using wrap to wrap a pair of skis."),
     "winogrande": ("test-0", "Sarah was a much better surgeon than Maria so _ always", 2, 1, "Sarah"),
