@@ -18,7 +18,7 @@ import torch
 
 from harness import checks
 from harness.errors import ConfigError
-from methods.base import MethodSpec, TrainContext
+from methods.base import MethodConfigError, MethodSpec, TrainContext
 
 
 @dataclass
@@ -210,7 +210,7 @@ def split_overrides(sets: list[str]) -> dict[str, Any]:
 def apply_to_dataclass(obj: Any, key: str, value: Any, where: str) -> None:
     valid = [f.name for f in dataclasses.fields(obj)]
     if key not in valid:
-        raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid)}")
+        raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid) or 'none (it has no settings)'}")
     current = getattr(obj, key)
     if not isinstance(value, str):
         setattr(obj, key, value)
@@ -254,7 +254,10 @@ def build_configs(spec: MethodSpec, overrides: dict[str, Any], preset: str | Non
                     )
                 apply_to_dataclass(holder[name], name, value, f"the trainer ({origin})")
     if hasattr(method_cfg, "__post_init__"):
-        method_cfg.__post_init__()  # re-validate (peft configs check their fields here)
+        try:
+            method_cfg.__post_init__()  # re-validate: every method's config refuses bad values here
+        except MethodConfigError as err:
+            raise MethodConfigError(f"method {spec.name!r}: {err}") from None
     checks.check(train, "the trainer", checks.RULES)
     checks.check(evaluation, "the evaluation", checks.RULES)
     checks.check(method_cfg, f"method {spec.name!r}", checks.METHOD_RULES)

@@ -14,6 +14,7 @@ from harness import checks
 from harness.config import (EVAL_KEYS, ConfigError, EvalConfig, RunConfig, TrainConfig, apply_to_dataclass,
                             build_configs, config_from_dict, config_to_dict)
 from methods import registry as method_registry
+from methods.base import MethodConfigError
 from tasks import protocols
 from tasks import registry as task_registry
 
@@ -101,7 +102,10 @@ def check_on_models(plans: list[RunConfig]) -> None:
         if cfg.model not in skeletons:
             skeletons[cfg.model] = skeleton(cfg.model)
         if skeletons[cfg.model] is not None:
-            spec.check_model(skeletons[cfg.model], config_from_dict(spec.config_cls, cfg.method_config))
+            try:
+                spec.check_model(skeletons[cfg.model], config_from_dict(spec.config_cls, cfg.method_config))
+            except MethodConfigError as err:
+                raise MethodConfigError(f"method {spec.name!r} on {cfg.model}: {err}") from None
 
 
 def _addressed(overrides: dict[str, str], given: tuple[str, ...], registered: list[str]) -> dict[str, str]:
