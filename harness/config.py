@@ -111,8 +111,8 @@ class RunConfig:
     # as phase "val": model selection (sweep ``select``) without ever looking at test items
     validation: int = 0
     adapter: str | None = None  # bench eval --adapter: a peft folder or saved delta applied to model
-    num_fewshot: int | None = None  # lm-eval:NAME tasks: lm-eval's --num_fewshot (None: the task's)
-    apply_chat_template: bool = False  # lm-eval:NAME tasks: lm-eval's --apply_chat_template
+    num_fewshot: int | None = None  # --num-fewshot (None: zero-shot; an lm-eval:NAME task's own default)
+    apply_chat_template: bool = False  # --apply-chat-template, as lm-eval's
 
     def stages(self) -> list[tuple[str, ...]]:
         return [(t,) for t in self.train_tasks] if self.sequence else [self.train_tasks]

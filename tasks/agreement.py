@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from tasks import configured, lm_eval_bridge, protocols, registry, sources
+from tasks import configured, lm_eval_bridge, prompting, protocols, registry, sources
 from tasks.base import Example
 
 # our task -> (lm-eval's task, its YAML inside lm_eval/tasks)
@@ -91,25 +91,33 @@ def hub_row(name: str, record: dict[str, Any], header: str) -> dict[str, Any]:
 
 def raw_docs(name: str, examples: Sequence[Example]) -> list[dict[str, Any]]:
     """The hub rows lm-eval's task reads for ``examples``, from the raw strings of the data file
-    (ids are test-file indices): HellaSwag's rows as its text file gives them, every other
-    task's through ``hub_row``."""
+    each came from (an id is ``test-<index>`` or ``train-<index>`` in the task's test or train
+    file; carved training items keep their test-file ids): HellaSwag's rows as its text file
+    gives them, every other task's through ``hub_row``."""
     spec = registry.spec(name)
     assert spec is not None, f"{name} has no task file"
-    path = configured.data_path(spec.base_dir(sources.current().root), spec.test.path, sources.current(),
-                                spec.test.sha256)
-    if name == "hellaswag":
-        rows = configured.read_hellaswag_text(path)
-        return [{**rows[index], "endings": list(rows[index]["endings"])} for index in _indices(examples)]
-    records = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [hub_row(name, records[index], spec.data_header) for index in _indices(examples)]
+    source = sources.current()
+    rows: dict[str, list[dict[str, Any]]] = {}
+    out = []
+    for ex in examples:
+        split, _, index = ex.id.rpartition("-")
+        if split not in rows:
+            ref = spec.test if split == "test" else spec.train
+            path = configured.data_path(spec.base_dir(source.root), ref.path, source, ref.sha256)
+            if name == "hellaswag":
+                rows[split] = [{**row, "endings": list(row["endings"])} for row in configured.read_hellaswag_text(path)]
+            else:
+                records = json.loads(Path(path).read_text(encoding="utf-8"))
+                rows[split] = [hub_row(name, rec, spec.data_header) for rec in records]
+        out.append(rows[split][int(index)])
+    return out
 
 
-def _indices(examples: Sequence[Example]) -> list[int]:
-    return [int(ex.id.split("-")[1]) for ex in examples]
-
-
-def lm_eval_task(name: str, docs: list[dict[str, Any]]) -> Any:
-    """lm-eval's own task for ``name`` (its YAML, includes and functions), over ``docs``."""
+def lm_eval_task(name: str, docs: list[dict[str, Any]], train_docs: list[dict[str, Any]] | None = None,
+                 num_fewshot: int = 0) -> Any:
+    """lm-eval's own task for ``name`` (its YAML, includes and functions), over ``docs``; with
+    ``num_fewshot``, its few-shot examples drawn from ``train_docs`` (its training split) with
+    lm-eval's default seed."""
     import datasets
     from lm_eval.api.task import ConfigurableTask
 
@@ -117,10 +125,15 @@ def lm_eval_task(name: str, docs: list[dict[str, Any]]) -> Any:
     datasets.disable_progress_bars()
     config = _lm_eval_yaml(name)
     config.pop("tag", None)
+    splits = {"test": datasets.Dataset.from_list(docs)}
+    if train_docs:
+        splits["train"] = datasets.Dataset.from_list(train_docs)
     config.update(dataset_path=None, dataset_name=None, dataset_kwargs=None, test_split="test",
-                  validation_split=None, training_split=None, fewshot_split=None,
-                  custom_dataset=lambda **_: datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)}))
-    return ConfigurableTask(config=config)
+                  validation_split=None, training_split="train" if train_docs else None, fewshot_split=None,
+                  num_fewshot=num_fewshot, custom_dataset=lambda **_: datasets.DatasetDict(splits))
+    task = ConfigurableTask(config=config)
+    task.set_fewshot_seed(prompting.FEWSHOT_SEED)
+    return task
 
 
 def lm_eval_metrics(name: str) -> tuple[str, ...]:
@@ -136,21 +149,34 @@ def _lm_eval_yaml(name: str) -> dict[str, Any]:
     return load_yaml(Path(lm_eval.tasks.__file__).parent / LM_EVAL_TASKS[name][1])
 
 
-def lm_eval_requests(task: Any) -> list[list[tuple[str, str]]]:
-    """The (context, continuation) pairs lm-eval's task asks, per document, in choice order."""
-    task.build_all_requests(limit=None, rank=0, world_size=1)
+def lm_eval_requests(task: Any, tokenizer: Any = None) -> list[list[tuple[str, str]]]:
+    """The (context, continuation) pairs lm-eval's task asks, per document, in choice order;
+    with ``tokenizer``, through its chat template as lm-eval's ``--apply_chat_template`` does."""
+    def chat(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    task.build_all_requests(limit=None, rank=0, world_size=1, apply_chat_template=tokenizer is not None,
+                            chat_template=chat if tokenizer is not None else None)
     per_doc: dict[int, list[tuple[int, tuple[str, str]]]] = {}
     for inst in task.instances:
         per_doc.setdefault(inst.doc_id, []).append((inst.idx, tuple(inst.arguments)))
     return [[args for _, args in sorted(per_doc[i])] for i in range(len(per_doc))]
 
 
-def request_agreement(name: str, examples: Sequence[Example]) -> tuple[int, int, list[str]]:
-    """(items whose requests equal lm-eval's own, items, first differences) for one task."""
+def request_agreement(name: str, examples: Sequence[Example], num_fewshot: int = 0, chat_tokenizer: Any = None
+                      ) -> tuple[int, int, list[str]]:
+    """(items whose requests equal lm-eval's own, items, first differences) for one task; with
+    ``num_fewshot`` examples from the train split (ours: ``tasks.prompting``) and, with
+    ``chat_tokenizer``, through its chat template."""
     task = registry.get(name)
-    theirs = lm_eval_requests(lm_eval_task(name, raw_docs(name, examples)))
-    diffs = [f"{name} {ex.id}: ours {task.requests(ex)[0]!r} lm-eval {reqs[0]!r}"
-             for ex, reqs in zip(examples, theirs) if task.requests(ex) != reqs]
+    train = registry.load(name).train if num_fewshot else []
+    shots = prompting.draw(train, examples, num_fewshot, name)
+    ours = [prompting.likelihood_requests(task, ex, s, chat_tokenizer, chat_tokenizer is not None)
+            for ex, s in zip(examples, shots)]
+    lm_task = lm_eval_task(name, raw_docs(name, examples), raw_docs(name, train) if train else None, num_fewshot)
+    theirs = lm_eval_requests(lm_task, chat_tokenizer)
+    diffs = [f"{name} {ex.id}: ours {mine[0]!r} lm-eval {reqs[0]!r}"
+             for ex, mine, reqs in zip(examples, ours, theirs) if mine != reqs]
     return len(examples) - len(diffs), len(examples), diffs[:3]
 
 
