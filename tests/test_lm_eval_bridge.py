@@ -154,6 +154,24 @@ def test_lm_eval_docs_rebuild_each_tasks_hub_row_from_the_raw_strings(items):
                                   "answer": "2"}
 
 
+def test_few_shot_and_chat_requests_equal_lm_evals_own(tiny):
+    """--num-fewshot and --apply-chat-template on our tasks: lm-eval's own YAML, few-shot examples
+    drawn by its sampler from the same train split (its default seed), asks exactly what
+    tasks.prompting builds: the same examples, delimiters and chat rendering (WinoGrande's
+    multiple-input form included)."""
+    _, tok = tiny
+    tok.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}" \
+                        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    try:
+        for name in ("arc_e", "winogrande", "boolq"):
+            test = registry.load(name).test[:12]
+            assert agreement.request_agreement(name, test, num_fewshot=3)[:2] == (12, 12), name
+            same, n, diffs = agreement.request_agreement(name, test, num_fewshot=2, chat_tokenizer=tok)
+            assert same == n == 12, diffs
+    finally:
+        tok.chat_template = None
+
+
 def test_each_task_publishes_the_metrics_lm_evals_task_publishes():
     for name in agreement.LM_EVAL_TASKS:
         assert registry.get(name).metrics == agreement.lm_eval_metrics(name), name

@@ -130,6 +130,7 @@ def test_arc_variable_choice_counts(shared):
 # --- data dir, checksums, errors --------------------------------------------------------------
 
 def test_data_dir_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.undo()  # the real default, not the empty folder tests/conftest.py hides data behind (nothing is read)
     monkeypatch.delenv(sources.DATA_ENV, raising=False)
     assert sources.resolve_data_dir()[0] == sources.PROJECT_ROOT.parent / "shared" / "data"
     monkeypatch.setenv(sources.DATA_ENV, str(tmp_path / "env"))
@@ -354,3 +355,12 @@ def test_tiny_model_context_fits_every_commonsense_request():
         task, data = registry.get(name), registry.load(name)
         longest = max(len(tok(p + c)["input_ids"]) for ex in data.test for p, c in task.requests(ex))
         assert longest <= tok.model_max_length, (name, longest)
+
+
+def test_a_test_without_the_needs_data_mark_sees_no_benchmark_data():
+    """The enforcement (tests/conftest.py): unmarked, a read of benchmark data fails loudly, so a
+    data-reading test cannot pass here and fail only on a clone without ../shared/data."""
+    from tasks.sources import DataError
+
+    with pytest.raises(DataError, match="data not found"):
+        registry.load("arc_e")
