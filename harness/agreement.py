@@ -21,12 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int, default=100, help="first N test items of each task (0 = all)")
     p.add_argument("--model", default=None, help="also compare chosen answers on this model (HF tokenizer needed)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--num-fewshot", type=int, default=0, help="compare few-shot requests (train-split examples)")
     args = p.parse_args(argv)
     names = agreement.task_names(args.tasks)
     ok = True
     print(f"{'task':<12} {'lm-eval task':<14} {'same requests':>14}")
     for name in names:
-        same, n, diffs = agreement.request_agreement(name, registry.load(name).test[:args.eval_limit or None])
+        same, n, diffs = agreement.request_agreement(name, registry.load(name).test[:args.eval_limit or None],
+                                                     args.num_fewshot)
         ok &= same == n
         print(f"{name:<12} {agreement.LM_EVAL_TASKS[name][0]:<14} {f'{same}/{n}':>14}", *diffs, sep="\n  " if diffs else "")
     if args.model:

@@ -44,9 +44,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-limit", type=int, default=None,
                    help=f"test items per task (0 = all; default {EvalConfig.eval_limit})")
     p.add_argument("--num-fewshot", type=int, default=None, metavar="K",
-                   help="lm-eval:NAME tasks: few-shot examples, as lm-eval's --num_fewshot (default: the task's own)")
+                   help="few-shot examples per item, as lm-eval's --num_fewshot: drawn from the task's train split "
+                        "(seed 1234); default: zero-shot (an lm-eval:NAME task: its own default)")
     p.add_argument("--apply-chat-template", action="store_true",
-                   help="lm-eval:NAME tasks: prompts through the tokenizer's chat template, as lm-eval's "
+                   help="prompts through the tokenizer's chat template (one user message), as lm-eval's "
                         "--apply_chat_template")
     p.add_argument("--protocol", choices=["auto", "likelihood", "generate"], default="auto",
                    help="likelihood: multiple choice by log-likelihood (acc, acc_norm); generate: LLM-Adapters "

@@ -19,7 +19,7 @@ from harness import checks
 from harness.errors import ConfigError
 from harness.schema import settings as catalogue
 from harness.schema.record import normalized_config
-from methods.base import Artifacts, MethodSpec, TrainContext
+from methods.base import Artifacts, MethodConfigError, MethodSpec, TrainContext
 
 
 @dataclass
@@ -112,8 +112,8 @@ class RunConfig:
     # as phase "val": model selection (sweep ``select``) without ever looking at test items
     validation: int = 0
     adapter: str | None = None  # bench eval --adapter: a peft folder or saved delta applied to model
-    num_fewshot: int | None = None  # lm-eval:NAME tasks: lm-eval's --num_fewshot (None: the task's)
-    apply_chat_template: bool = False  # lm-eval:NAME tasks: lm-eval's --apply_chat_template
+    num_fewshot: int | None = None  # --num-fewshot (None: zero-shot; an lm-eval:NAME task's own default)
+    apply_chat_template: bool = False  # --apply-chat-template, as lm-eval's
 
     def stages(self) -> list[tuple[str, ...]]:
         return [(t,) for t in self.train_tasks] if self.sequence else [self.train_tasks]
@@ -208,7 +208,7 @@ def split_overrides(sets: list[str]) -> dict[str, Any]:
 def apply_to_dataclass(obj: Any, key: str, value: Any, where: str) -> None:
     valid = [f.name for f in dataclasses.fields(obj)]
     if key not in valid:
-        raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid)}")
+        raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid) or 'none (it has no settings)'}")
     current = getattr(obj, key)
     if not isinstance(value, str):
         setattr(obj, key, value)
@@ -252,7 +252,10 @@ def build_configs(spec: MethodSpec, overrides: dict[str, Any], preset: str | Non
                     )
                 apply_to_dataclass(holder[name], name, value, f"the trainer ({origin})")
     if hasattr(method_cfg, "__post_init__"):
-        method_cfg.__post_init__()  # re-validate (peft configs check their fields here)
+        try:
+            method_cfg.__post_init__()  # re-validate: every method's config refuses bad values here
+        except MethodConfigError as err:
+            raise MethodConfigError(f"method {spec.name!r}: {err}") from None
     checks.check(train, "the trainer", checks.RULES)
     checks.check(evaluation, "the evaluation", checks.RULES)
     checks.check(method_cfg, f"method {spec.name!r}", checks.METHOD_RULES)

@@ -41,7 +41,7 @@ from methods.base import Adapted, TrainContext
 from tasks import protocols
 from tasks import registry as task_registry
 
-EVAL_SCORER_VERSION = 2  # bump when scoring changes, so cached evaluations are not reused
+EVAL_SCORER_VERSION = 3  # bump when scoring changes, so cached evaluations are not reused
 TEXT_WINDOW, TEXT_MAX_WINDOWS = 256, 64
 VALIDATION_SEED = 0  # held-out items do not depend on the run: every method is selected on the same ones
 

@@ -14,6 +14,7 @@ from harness import checks
 from harness.config import (EVAL_KEYS, ConfigError, EvalConfig, RunConfig, TrainConfig, apply_to_dataclass,
                             build_configs, config_from_dict, config_to_dict)
 from methods import registry as method_registry
+from methods.base import MethodConfigError
 from tasks import protocols
 from tasks import registry as task_registry
 
@@ -41,7 +42,7 @@ class Grid:
     eval_limit: int | None = None
     protocol: str = "auto"
     backend: str = "native"
-    num_fewshot: int | None = None  # lm-eval:NAME tasks only (lm_eval_options)
+    num_fewshot: int | None = None  # --num-fewshot (prompt_options)
     apply_chat_template: bool = False
 
 
@@ -67,7 +68,7 @@ def runs(grid: Grid) -> list[RunConfig]:
     groups = [(t,) for t in task_names] if grid.per_task else [tuple(task_names)]
     text = str(grid.retention_text.resolve()) if grid.retention_text else None
     protocol = check_tasks(task_names, retention, grid.protocol, grid.backend)
-    lm_eval = lm_eval_options([*task_names, *retention], grid.num_fewshot, grid.apply_chat_template)
+    prompting = prompt_options([*task_names, *retention], grid.num_fewshot, grid.apply_chat_template)
     for name in task_names:
         data = task_registry.load(name)
         if not data.train:
@@ -82,7 +83,7 @@ def runs(grid: Grid) -> list[RunConfig]:
                 plans.append(RunConfig(model=grid.model, method=spec.name, method_config=config_to_dict(method_cfg),
                                        train_tasks=group, eval_tasks=group, seed=seed, train=train, eval=evaluation,
                                        protocol=protocol, backend=grid.backend, retention_tasks=kept,
-                                       retention_text=text, sequence=bool(grid.sequence), **lm_eval))
+                                       retention_text=text, sequence=bool(grid.sequence), **prompting))
     if text and not Path(text).is_file():
         raise ConfigError(f"--retention-text {text}: no such file")
     return plans
@@ -101,7 +102,10 @@ def check_on_models(plans: list[RunConfig]) -> None:
         if cfg.model not in skeletons:
             skeletons[cfg.model] = skeleton(cfg.model)
         if skeletons[cfg.model] is not None:
-            spec.check_model(skeletons[cfg.model], config_from_dict(spec.config_cls, cfg.method_config))
+            try:
+                spec.check_model(skeletons[cfg.model], config_from_dict(spec.config_cls, cfg.method_config))
+            except MethodConfigError as err:
+                raise MethodConfigError(f"method {spec.name!r} on {cfg.model}: {err}") from None
 
 
 def _addressed(overrides: dict[str, str], given: tuple[str, ...], registered: list[str]) -> dict[str, str]:
@@ -138,18 +142,22 @@ def eval_run(model: str, task_text: str | None, eval_limit: int | None, override
     return RunConfig(model=model, method="none", method_config={}, train_tasks=(), eval_tasks=names,
                      eval=evaluation, protocol=resolved, backend=backend,
                      adapter=str(Path(adapter).resolve()) if adapter else None,
-                     **lm_eval_options(list(names), num_fewshot, apply_chat_template))
+                     **prompt_options(list(names), num_fewshot, apply_chat_template))
 
 
-def lm_eval_options(names: list[str], num_fewshot: int | None, apply_chat_template: bool) -> dict[str, object]:
-    """``--num-fewshot`` / ``--apply-chat-template`` as RunConfig fields; they need an lm-eval task."""
+def prompt_options(names: list[str], num_fewshot: int | None, apply_chat_template: bool) -> dict[str, object]:
+    """``--num-fewshot`` / ``--apply-chat-template`` as RunConfig fields (every task: ``tasks.prompting``
+    builds our own tasks' prompts, lm-eval an lm-eval:NAME task's); few-shot examples come from a
+    task's train split, so a task without one is refused here, before anything runs."""
     if num_fewshot is None and not apply_chat_template:
         return {}
-    if not any(n.startswith("lm-eval:") for n in names):
-        raise ConfigError("--num-fewshot and --apply-chat-template apply to lm-eval:NAME tasks, and none is given "
-                          "(our own tasks are zero-shot prompts without a chat template)")
     if num_fewshot is not None and num_fewshot < 0:
         raise ConfigError(f"--num-fewshot must be >= 0, got {num_fewshot}")
+    if num_fewshot:
+        bare = [n for n in names if task_registry.get(n).extra.get("train_source") == "none"]  # lm-eval: its own
+        if bare:
+            raise ConfigError(f"--num-fewshot {num_fewshot}: few-shot examples come from a task's train split, and "
+                              f"{', '.join(bare)} has none")
     return {"num_fewshot": num_fewshot, "apply_chat_template": apply_chat_template}
 
 

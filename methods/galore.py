@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from methods.base import Adapted, MethodSpec, TrainContext, tensor_bytes
+from methods.base import Adapted, MethodConfigError, MethodSpec, TrainContext, tensor_bytes
 from methods.targets import DECODER_LINEARS as ALL_LINEAR
 
 PROJ_TYPES = ("std", "reverse_std", "right", "left", "full")
@@ -35,9 +35,10 @@ class GaloreConfig:
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.update_proj_gap < 1:
-            raise ValueError("rank and update_proj_gap must be >= 1")
+            raise MethodConfigError(f"rank and update_proj_gap must be >= 1, got rank={self.rank}, "
+                                    f"update_proj_gap={self.update_proj_gap}")
         if self.proj_type not in PROJ_TYPES:
-            raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}")
+            raise MethodConfigError(f"proj_type must be one of {', '.join(PROJ_TYPES)}, got {self.proj_type!r}")
 
 
 class GaloreAdapted(Adapted):
@@ -63,15 +64,22 @@ class GaloreAdapted(Adapted):
                 "proj_type": cfg.proj_type, "projected_weights": self.n_projected}
 
 
-def adapt(model: nn.Module, cfg: GaloreConfig, ctx: TrainContext) -> GaloreAdapted:
-    from galore_torch import GaLoreAdamW  # the registry checked it is installed (extra "galore")
-
+def projected_weights(model: nn.Module, cfg: GaloreConfig) -> list[nn.Parameter]:
+    """The weights GaLore projects: of every nn.Linear named one of ``target_modules``
+    (also the pre-run check on a weightless skeleton)."""
     projected = [
         m.weight for name, m in model.named_modules()
         if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.target_modules
     ]
     if not projected:
-        raise ValueError(f"no nn.Linear named any of {cfg.target_modules} in the model")
+        raise MethodConfigError(f"target_modules: no nn.Linear named any of {list(cfg.target_modules)} in the model")
+    return projected
+
+
+def adapt(model: nn.Module, cfg: GaloreConfig, ctx: TrainContext) -> GaloreAdapted:
+    from galore_torch import GaLoreAdamW  # the registry checked it is installed (extra "galore")
+
+    projected = projected_weights(model, cfg)
     for p in model.parameters():
         p.requires_grad_(True)
     projected_ids = {id(p) for p in projected}
@@ -89,5 +97,5 @@ def adapt(model: nn.Module, cfg: GaloreConfig, ctx: TrainContext) -> GaloreAdapt
 METHODS = [
     MethodSpec("galore", "GaLore (galore-torch): full-parameter AdamW with low-rank projected moments "
                "on all decoder linears", GaloreConfig, adapt, requires=("galore_torch", "galore"),
-               size_keys=("rank",)),
+               size_keys=("rank",), check_model=projected_weights),
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from methods.base import Adapted, MethodSpec, TrainContext
+from methods.base import Adapted, MethodConfigError, MethodSpec, TrainContext
 from methods.targets import DECODER_LINEARS as ALL_LINEAR  # lm_head is never a default target
 
 # LLM-Adapters / DoRA commonsense settings (r 32, alpha 64, dropout 0.05) for the LoRA family
@@ -34,7 +34,39 @@ def _with_defaults(base: type, name: str, **defaults: Any) -> type:
         fields.append((key, inherited[key].type, f))
     cls = dataclasses.make_dataclass(name, fields, bases=(base,))
     cls.shown_defaults = dict(defaults)  # what `bench list methods` prints
+    return _refusing_in_one_line(cls)
+
+
+def _refusing_in_one_line(cls: type) -> type:
+    """peft's configs refuse bad values with ValueError in ``__post_init__``; ours raise
+    MethodConfigError (one line at the CLI, before anything runs), as every method's config does."""
+    check = cls.__post_init__
+
+    def post_init(self: Any) -> None:
+        try:
+            check(self)
+        except (ValueError, TypeError) as err:
+            raise MethodConfigError(" ".join(str(err).split())) from None
+
+    cls.__post_init__ = post_init
     return cls
+
+
+def check_targets(model: nn.Module, cfg: Any) -> None:
+    """The pre-run check on a weightless skeleton: the targets name some module, by peft's own
+    matcher (peft would otherwise refuse them inside the run). ``all-linear`` and tuners that
+    choose their own targets are left to peft."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    targets = getattr(cfg, "target_modules", None)
+    if targets is None and getattr(cfg, "target_parameters", None) is None and hasattr(cfg, "target_modules"):
+        targets = list(ALL_LINEAR)  # what _adapt_peft will use
+    if targets is None or targets == "all-linear":
+        return
+    probe = LoraConfig(target_modules=targets)
+    if not any(check_target_module_exists(probe, name) for name, _ in model.named_modules()):
+        raise MethodConfigError(f"target_modules={targets!r} matches no module of the model")
 
 
 def _peft_classes() -> tuple[Any, Any]:
@@ -114,13 +146,13 @@ def _specs() -> list[MethodSpec]:
                        "trainer.epochs": 3, "trainer.warmup_steps": 100}}
     return [
         MethodSpec("lora", "LoRA (peft), r=32 alpha=64 on all decoder linears", lora, _adapt_peft, paper,
-                   size_keys=("r",)),
+                   size_keys=("r",), check_model=check_targets),
         MethodSpec("dora", "DoRA (peft LoRA with use_dora), r=32 alpha=64", dora, _adapt_peft,
-                   {"paper": {**paper["paper"], "trainer.lr": 1e-4}}, size_keys=("r",)),
+                   {"paper": {**paper["paper"], "trainer.lr": 1e-4}}, size_keys=("r",), check_model=check_targets),
         MethodSpec("pissa", "PiSSA (peft LoRA, SVD init of the principal subspace), r=32", pissa, _adapt_peft, paper,
-                   size_keys=("r",)),
+                   size_keys=("r",), check_model=check_targets),
         MethodSpec("adalora", "AdaLoRA (peft), init_r=12 -> target_r=8, budget schedule scaled to the run",
-                   adalora, _adapt_peft, paper, size_keys=("init_r", "target_r")),
+                   adalora, _adapt_peft, paper, size_keys=("init_r", "target_r"), check_model=check_targets),
     ]
 
 
@@ -134,10 +166,10 @@ def generic_peft_spec(peft_type: str) -> MethodSpec:
         valid = sorted(t.lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING)
         raise LookupError(f"unknown method 'peft:{peft_type}': peft has no tuner {peft_type!r}; "
                             f"valid peft:<type>: {', '.join(valid)}")
-    cls = PEFT_TYPE_TO_CONFIG_MAPPING[key]
+    cls = _with_defaults(PEFT_TYPE_TO_CONFIG_MAPPING[key], f"{PEFT_TYPE_TO_CONFIG_MAPPING[key].__name__}Bench")
     doc = f"peft {PeftType(key).value} tuner with peft's defaults (targets default to all decoder linears)"
     sizes = tuple(k for k in ("r", "rank") if k in {f.name for f in dataclasses.fields(cls)})
-    return MethodSpec(f"peft:{peft_type.lower()}", doc, cls, _adapt_peft, size_keys=sizes)
+    return MethodSpec(f"peft:{peft_type.lower()}", doc, cls, _adapt_peft, size_keys=sizes, check_model=check_targets)
 
 
 METHODS = _specs()

@@ -193,7 +193,7 @@ def mapped_example(spec: TaskSpec, doc: Doc, fields: dict[str, Any], ex_id: str)
     else:
         spec_choices = fields.get("choices", "choices")
         raw = [_field(doc, c) for c in spec_choices] if isinstance(spec_choices, list) else _field(doc, spec_choices)
-        choices = [str(c).strip() if isinstance(c, str) else str(c) for c in raw]
+        choices = [str(c) for c in raw]  # as the source has them: spaces are the choice's text
     gold = _gold(doc, fields.get("gold", "gold")) - int(fields.get("gold_base", 0))
     if not 0 <= gold < len(choices):
         raise ValueError(f"gold index {gold} is outside the {len(choices)} choices")

@@ -32,8 +32,8 @@ class EvalSettings:
     max_new_tokens: int = 0  # generation: 0 = the task's own budget
     workdir: Path | None = None  # backends may write files here (lm-eval task exports)
     limit: int = 0  # lm-eval:NAME tasks only (ours pass their items): items per task, 0 = all
-    # lm-eval:NAME tasks only, as lm-eval's --num_fewshot / --apply_chat_template (ours are
-    # zero-shot prompts without a chat template); None = the task's own default
+    # as lm-eval's --num_fewshot / --apply_chat_template; for an lm-eval:NAME task None = its own
+    # default, for ours None = zero-shot (tasks.prompting builds ours the lm-eval way)
     num_fewshot: int | None = None
     apply_chat_template: bool = False
 

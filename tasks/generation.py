@@ -83,22 +83,28 @@ def evaluate(
     progress: bool,
     num_beams: int = 1,
     max_new_tokens: int = 0,
+    prompts: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-example records: the raw generated text, the extracted answer, the gold and correctness.
+    """Per-example records: the prompt and the raw generated text, the extracted answer, the gold
+    and correctness.
 
     ``max_new_tokens`` 0 means the task's own budget (its task file's ``generate.max_new_tokens``).
+    ``prompts``: each example's prompt when it is not LLM-Adapters' plain evaluation prompt
+    (few-shot, chat template: ``tasks.prompting``).
     """
     budget = max_new_tokens or task.max_new_tokens
-    texts = generate(model, tokenizer, [eval_prompt(ex) for ex in examples], budget, num_beams, batch_size,
-                     device, progress, task.name)
-    return records(task, examples, texts)
+    prompts = list(prompts) if prompts is not None else [eval_prompt(ex) for ex in examples]
+    texts = generate(model, tokenizer, prompts, budget, num_beams, batch_size, device, progress, task.name)
+    return records(task, examples, texts, prompts)
 
 
-def records(task: Task, examples: Sequence[Example], texts: Sequence[str]) -> list[dict[str, Any]]:
+def records(task: Task, examples: Sequence[Example], texts: Sequence[str], prompts: Sequence[str]
+            ) -> list[dict[str, Any]]:
     """Per-example records from raw generations (shared by the native and lm-eval backends)."""
     out = []
-    for ex, text in zip(examples, texts):
+    for ex, text, prompt in zip(examples, texts, prompts):
         gold = gold_answer(task, ex)
         pred, correct = judge(task.answer_type, task.extraction_vocabulary(ex), gold, text)
-        out.append({"id": ex.id, "gold": gold, "pred": pred, "correct": correct, "generated": text})
+        out.append({"id": ex.id, "gold": gold, "pred": pred, "correct": correct, "prompt": prompt,
+                    "generated": text})
     return out

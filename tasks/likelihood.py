@@ -223,6 +223,19 @@ def loglikelihoods(
     return sums.tolist()
 
 
+def as_text(requests: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """(prompt, choices) as text for a sample record: ``prompt + choices[k]`` is exactly the text
+    scored for choice k; the prompt is the context all choices share, or where the contexts
+    differ (WinoGrande's partial scoring) the longest start they share."""
+    texts = [ctx + cont for ctx, cont in requests]
+    if len({ctx for ctx, _ in requests}) == 1:
+        prompt = requests[0][0]
+    else:
+        shortest = min(len(ctx) for ctx, _ in requests)
+        prompt = texts[0][:next((i for i in range(shortest) if len({t[i] for t in texts}) > 1), shortest)]
+    return prompt, [t[len(prompt):] for t in texts]
+
+
 def choice_length(continuation: str) -> int:
     """Characters of the choice, without the one-space delimiter before it (lm-eval's ``len(choice)``)."""
     return len(continuation) - continuation.startswith(" ")
@@ -242,22 +255,30 @@ def score(
     progress: bool = True,
     max_length: int | None = None,
     share_prefix: bool = True,
+    requests: Sequence[list[tuple[str, str]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-example multiple-choice records: acc from summed log-likelihood, acc_norm per character."""
-    per_example = [task.requests(ex) for ex in examples]
+    """Per-example multiple-choice records: acc from summed log-likelihood, and acc_norm (per
+    character) only for a task that publishes it (``task.metrics``): a sample carries what the
+    task reports, nothing that would always equal ``pred``. ``requests``: each example's requests
+    when they are not ``task.requests`` (few-shot, chat template: ``tasks.prompting``). A record
+    carries the prompt and choices as text (``as_text``)."""
+    per_example = list(requests) if requests is not None else [task.requests(ex) for ex in examples]
     flat = [req for reqs in per_example for req in reqs]
     lls = loglikelihoods(model, tokenizer, flat, batch_size, device, max_length, share_prefix, progress, task.name)
+    normed = "acc_norm" in task.metrics
     records, at = [], 0
     for ex, reqs in zip(examples, per_example):
         ll = lls[at:at + len(reqs)]
         at += len(reqs)
         lengths = [choice_length(cont) for _, cont in reqs]
-        pred, pred_norm = _argmax(ll), _argmax([v / max(n, 1) for v, n in zip(ll, lengths)])
-        records.append({
-            "id": ex.id, "gold": ex.gold, "pred": pred, "pred_norm": pred_norm,
-            "correct": pred == ex.gold, "correct_norm": pred_norm == ex.gold,
-            "logliks": ll, "lengths": lengths,
-        })
+        pred = _argmax(ll)
+        prompt, choices = as_text(reqs)
+        record = {"id": ex.id, "gold": ex.gold, "pred": pred, "correct": pred == ex.gold, "logliks": ll,
+                  "lengths": lengths, "prompt": prompt, "choices": choices}
+        if normed:
+            pred_norm = _argmax([v / max(n, 1) for v, n in zip(ll, lengths)])
+            record.update(pred_norm=pred_norm, correct_norm=pred_norm == ex.gold)
+        records.append(record)
     return records
 
 

@@ -60,11 +60,26 @@ def check_record(rec: Any) -> None:
         raise ValueError("field 'input' is not text")
 
 
+# What LLM-Adapters put between an option and the next label (or "Answer format:"): a blank line
+# (PIQA), else one space. Exactly one is removed; the option's own spaces are its text (PIQA's
+# solutions end in spaces that lm-eval scores).
+SEPARATORS = ("\n\n", " ")
+
+
+def without_separator(text: str) -> str:
+    """``text`` less the one separator LLM-Adapters wrote after it (nothing else is removed)."""
+    for sep in SEPARATORS:
+        if text.endswith(sep):
+            return text[:-len(sep)]
+    return text
+
+
 def parse_instruction(instruction: str, header: str) -> tuple[str, tuple[str, ...], list[str]]:
     """(question, options, answer labels) from an LLM-Adapters instruction; ValueError if it does not fit.
 
     Options are found label by label ("Answer1: ", then "Answer2: " after it, ...) because the
     separators vary (a space, or a blank line in PIQA). True/false questions list no options.
+    Question and options are the source's text exactly: only the separators are cut.
     """
     body, sep, fmt = instruction.rpartition("Answer format: ")
     if not sep:
@@ -72,7 +87,7 @@ def parse_instruction(instruction: str, header: str) -> tuple[str, tuple[str, ..
     labels = fmt.strip().split("/")
     if not body.startswith(header):
         raise ValueError(f"instruction does not start with {header!r}")
-    body = body[len(header):].rstrip()
+    body = without_separator(body[len(header):])
     if labels == ["true", "false"]:
         return body, (), labels
     names = [label[:1].upper() + label[1:] for label in labels]
@@ -85,8 +100,8 @@ def parse_instruction(instruction: str, header: str) -> tuple[str, tuple[str, ..
         end = body.find(f"{names[k + 1]}: ", begin) if k + 1 < len(names) else len(body)
         if end < 0:
             raise ValueError(f"no '{names[k + 1]}:' option")
-        option = body[begin:end].strip()
-        if not option:
+        option = without_separator(body[begin:end]) if k + 1 < len(names) else body[begin:end]
+        if not option.strip():
             raise ValueError(f"option {name} is empty")
         options.append(option)
         pos = end

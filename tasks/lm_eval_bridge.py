@@ -184,7 +184,7 @@ def _evaluation(protocol: str, task: Task, examples: Sequence[Example], out: dic
     reported = {k: v for k, v in out["results"][name].items() if isinstance(v, (int, float))}
     if protocol == "generate":
         texts = [by_doc[i]["resps"][0][0] for i in range(len(examples))]
-        samples = generation.records(task, examples, texts)
+        samples = generation.records(task, examples, texts, [llm_adapters.eval_prompt(ex) for ex in examples])
         if any(bool(by_doc[i]["acc"]) != s["correct"] for i, s in enumerate(samples)):
             raise RuntimeError(f"{task.name}: lm-eval's process_results disagrees with our records")
         return Evaluation(samples, [metric("acc", samples, "correct")], "generate",
@@ -192,9 +192,12 @@ def _evaluation(protocol: str, task: Task, examples: Sequence[Example], out: dic
     samples = []
     for i, ex in enumerate(examples):
         lls = [float(r[0]) for r in by_doc[i]["filtered_resps"]]
-        lengths = [likelihood.choice_length(cont) for _, cont in task.requests(ex)]
+        requests = task.requests(ex)  # what the export asks (tested equal to what lm-eval asks)
+        lengths = [likelihood.choice_length(cont) for _, cont in requests]
+        prompt, choices = likelihood.as_text(requests)
         rec = {"id": ex.id, "gold": ex.gold, "pred": max(range(len(lls)), key=lls.__getitem__),
-               "correct": bool(by_doc[i]["acc"]), "logliks": lls, "lengths": lengths}
+               "correct": bool(by_doc[i]["acc"]), "logliks": lls, "lengths": lengths, "prompt": prompt,
+               "choices": choices}
         if "acc_norm" in by_doc[i]:
             rec["pred_norm"] = max(range(len(lls)), key=lambda k: lls[k] / max(lengths[k], 1))
             rec["correct_norm"] = bool(by_doc[i]["acc_norm"])

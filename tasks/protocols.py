@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from tasks import generation, likelihood, llm_adapters
+from tasks import generation, likelihood, llm_adapters, prompting, registry
 from tasks.base import Example, Task
 from tasks.evaluation import (EvalSettings, Evaluation, ProtocolError, generation_prompt, likelihood_prompt,
                               metric)
@@ -33,13 +33,24 @@ def likelihood_train_pair(task: Task, ex: Example) -> tuple[str, str]:
     return task.train_pair(ex)
 
 
+def _shots(task: Task, examples: Sequence[Example], settings: EvalSettings) -> list[list[Example]]:
+    """Each example's few-shot examples, from the task's train split (``tasks.prompting``)."""
+    k = prompting.shots_of(settings)
+    return prompting.draw(registry.load(task).train if k else [], examples, k, task.name)
+
+
 def likelihood_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: Sequence[Example],
                         settings: EvalSettings) -> Evaluation:
+    requests = None
+    if prompting.shots_of(settings) or settings.apply_chat_template:
+        requests = [prompting.likelihood_requests(task, ex, shots, tokenizer, settings.apply_chat_template)
+                    for ex, shots in zip(examples, _shots(task, examples, settings))]
     samples = likelihood.score(model, tokenizer, task, examples, batch_size=settings.batch_size,
-                               device=settings.device, progress=settings.progress)
+                               device=settings.device, progress=settings.progress, requests=requests)
     keys = {"acc": "correct", "acc_norm": "correct_norm"}
     return Evaluation(samples, [metric(name, samples, keys[name]) for name in task.metrics], "likelihood",
-                      likelihood_prompt(task))
+                      likelihood_prompt(task), shots=prompting.shots_of(settings),
+                      chat_template=settings.apply_chat_template)
 
 
 # -- generation --------------------------------------------------------------------------------
@@ -51,10 +62,16 @@ def generation_train_pair(task: Task, ex: Example) -> tuple[str, str]:
 
 def generation_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: Sequence[Example],
                         settings: EvalSettings) -> Evaluation:
+    prompts = None
+    if prompting.shots_of(settings) or settings.apply_chat_template:
+        prompts = [prompting.generation_prompt(ex, shots, tokenizer, settings.apply_chat_template)
+                   for ex, shots in zip(examples, _shots(task, examples, settings))]
     samples = generation.evaluate(model, tokenizer, task, examples, batch_size=settings.batch_size,
                                   device=settings.device, progress=settings.progress,
-                                  num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens)
+                                  num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
+                                  prompts=prompts)
     return Evaluation(samples, [metric("acc", samples, "correct")], "generate", generation_prompt(task, settings),
+                      shots=prompting.shots_of(settings), chat_template=settings.apply_chat_template,
                       extra={"num_beams": settings.num_beams,
                              "max_new_tokens": settings.max_new_tokens or task.max_new_tokens})
 
@@ -115,6 +132,10 @@ def evaluate(backend: str, protocol: str, model: nn.Module, tokenizer: Any, task
              examples: Sequence[Example], settings: EvalSettings) -> Evaluation:
     """Evaluate ``examples`` of ``task`` under ``protocol`` with ``backend`` (see ``backend_for``)."""
     check(task, protocol, backend)
+    if backend_for(task, backend) == "lm-eval" and task.family != "lm-eval" and (
+            prompting.shots_of(settings) or settings.apply_chat_template):
+        raise ProtocolError(f"task {task.name}: few-shot and chat templates for the project's own tasks are built by "
+                            f"the native backend (tasks/prompting.py); use --eval-backend native")
     if backend_for(task, backend) == "lm-eval":
         from tasks import lm_eval_bridge
 

@@ -4,6 +4,12 @@
 the harness does it (``--data-dir``, else ``$PEFT_BENCH_DATA``, else ``../shared/data`` beside
 the project); without a complete copy there, those tests are skipped with the reason, and with
 one they run against that folder even when a test resets the environment.
+
+Every other test runs with the data hidden: the data folder, ``../shared/data`` and the user
+cache's data point at an empty folder and downloads are off, so a test that reads benchmark
+data without the mark fails loudly here, not only on a clone without the data beside it. (A
+worker process a test starts still finds ``../shared/data``: the hiding is in-process, plus the
+environment it passes on.)
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import sources, taskfile
+from tasks import download, sources, taskfile
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -46,13 +52,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _configured_data(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _configured_data(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                     tmp_path_factory: pytest.TempPathFactory) -> None:
     """A needs_data test sees the configured folder through the environment (worker processes
-    inherit it) and through ``sources`` (a test that clears the environment still finds it)."""
+    inherit it) and through ``sources`` (a test that clears the environment still finds it).
+    Any other test sees no data at all (the module docstring)."""
     if request.node.get_closest_marker("needs_data"):
         folder = str(_data["folder"])
         monkeypatch.setenv(sources.DATA_ENV, folder)
         monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", Path(folder))
+        return
+    empty = tmp_path_factory.getbasetemp() / "no-benchmark-data"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv(sources.DATA_ENV, str(empty))
+    monkeypatch.setenv(download.OFFLINE_ENVS[0], "1")
+    monkeypatch.delenv(sources.HUB_ENV, raising=False)
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", empty)
+    real_cache_root, user_cache = download.cache_root, os.environ.get("PEFT_BENCH_CACHE")
+    # the user's data cache is hidden too, unless the test sets a cache of its own (download tests)
+    monkeypatch.setattr(download, "cache_root", lambda: real_cache_root() if os.environ.get("PEFT_BENCH_CACHE")
+                        != user_cache else empty / "user-cache")
 
 
 @pytest.fixture

@@ -365,6 +365,7 @@ def _sequence_rerun(capsys, out: Path) -> tuple[int, str, dict]:
     return code, err, json.loads(next(out.glob("runs/*/run.json")).read_text())
 
 
+@pytest.mark.needs_data  # the sequence's second stage is arc_e
 def test_damaged_checkpoint_is_discarded_and_the_run_completes(interrupted_sequence, tmp_path, capsys):
     out = tmp_path / "seq"
     shutil.copytree(interrupted_sequence, out)
@@ -376,6 +377,7 @@ def test_damaged_checkpoint_is_discarded_and_the_run_completes(interrupted_seque
     assert rec["status"] == "ok" and len(rec["stages"]) == 2 and "resumed_after_stage" not in rec
 
 
+@pytest.mark.needs_data  # the sequence's second stage is arc_e
 def test_planted_pickle_checkpoint_runs_no_code(interrupted_sequence, tmp_path, capsys):
     import torch
 
@@ -395,6 +397,7 @@ def test_planted_pickle_checkpoint_runs_no_code(interrupted_sequence, tmp_path, 
     assert warnings_about(err, ckpt)
 
 
+@pytest.mark.needs_data  # the sequence's second stage is arc_e
 def test_intact_checkpoint_resumes_after_the_finished_stage(interrupted_sequence, tmp_path, capsys):
     out = tmp_path / "seq"
     shutil.copytree(interrupted_sequence, out)

@@ -18,6 +18,7 @@ def _after(out, method: str) -> tuple[str, float]:
     return row.run_id, row.value
 
 
+@pytest.mark.needs_data  # trains and evaluates on arc_e
 @pytest.mark.parametrize("method,fmt", [("lora", "peft"), ("losia-pro", "delta")])
 def test_saved_adapter_rescored_by_bench_eval_equals_the_run(tmp_path, method, fmt):
     pytest.importorskip("tensorboard")
@@ -41,13 +42,14 @@ def test_saved_adapter_rescored_by_bench_eval_equals_the_run(tmp_path, method, f
     assert [s["logliks"] for s in ours] == [s["logliks"] for s in theirs]  # bit for bit
 
 
-def test_save_none_keeps_nothing_and_fewshot_needs_an_lm_eval_task(tmp_path, capsys):
+@pytest.mark.needs_data  # trains and evaluates on arc_e
+def test_save_none_keeps_nothing_and_a_negative_fewshot_is_refused(tmp_path, capsys):
     assert main([*RUN, "--methods", "lora", "--out", str(tmp_path), "--save", "none"]) == 0
     run_id, _ = _after(tmp_path, "lora")
     assert not (records.run_dir(tmp_path, run_id) / "adapter").exists()
     assert "saved" not in records.read_run(records.run_dir(tmp_path, run_id) / "run.json")
-    assert main([*RUN, "--methods", "lora", "--out", str(tmp_path), "--num-fewshot", "5"]) == 2
-    assert "apply to lm-eval:NAME tasks" in capsys.readouterr().err
+    assert main([*RUN, "--methods", "lora", "--out", str(tmp_path), "--num-fewshot", "-1"]) == 2
+    assert "--num-fewshot must be >= 0" in capsys.readouterr().err
 
 
 def test_help_shows_the_dataclass_defaults(capsys):

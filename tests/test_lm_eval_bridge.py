@@ -144,13 +144,54 @@ def test_our_requests_are_lm_evals_own_task_definitions(tiny):
     assert agreement.choice_agreement(model, tok, names, 6, batch_size=4) == {"arc_c": (6, 6), "hellaswag": (6, 6)}
 
 
-def test_lm_eval_docs_rebuild_each_tasks_hub_row(items):
-    docs = {name: agreement.lm_eval_doc(name, items[name][0], (agreement.raw_rows(name, items[name][:1]) or [None])[0])
-            for name in TASKS}
+def test_lm_eval_docs_rebuild_each_tasks_hub_row_from_the_raw_strings(items):
+    docs = {name: agreement.raw_docs(name, items[name][:1])[0] for name in TASKS}
     assert docs["siqa"]["context"] == "Tracy didn't go home that evening and resisted Riley's attacks."
     assert docs["siqa"]["question"] == "What does Tracy need to do before this?" and docs["siqa"]["label"] == "3"
     assert docs["boolq"] == {"passage": "", "question": "does ethanol take more energy make that produces", "label": 0}
     assert docs["hellaswag"]["ctx_b"] == "he" and docs["arc_e"]["answerKey"] == "A"
+    assert docs["winogrande"] == {"sentence": items["winogrande"][0].question, "option1": "Sarah", "option2": "Maria",
+                                  "answer": "2"}
+
+
+def test_few_shot_and_chat_requests_equal_lm_evals_own(tiny):
+    """--num-fewshot and --apply-chat-template on our tasks: lm-eval's own YAML, few-shot examples
+    drawn by its sampler from the same train split (its default seed), asks exactly what
+    tasks.prompting builds: the same examples, delimiters and chat rendering (WinoGrande's
+    multiple-input form included)."""
+    _, tok = tiny
+    tok.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}" \
+                        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    try:
+        for name in ("arc_e", "winogrande", "boolq"):
+            test = registry.load(name).test[:12]
+            assert agreement.request_agreement(name, test, num_fewshot=3)[:2] == (12, 12), name
+            same, n, diffs = agreement.request_agreement(name, test, num_fewshot=2, chat_tokenizer=tok)
+            assert same == n == 12, diffs
+    finally:
+        tok.chat_template = None
+
+
+def test_each_task_publishes_the_metrics_lm_evals_task_publishes():
+    for name in agreement.LM_EVAL_TASKS:
+        assert registry.get(name).metrics == agreement.lm_eval_metrics(name), name
+
+
+def test_a_raw_instruction_off_its_layout_is_refused():
+    header = "Please choose the correct solution to the question: "
+    good = f"{header}goal\n\nSolution1: a \n\nSolution2: b\n\nAnswer format: solution1/solution2"
+    assert agreement.split_instruction("piqa", good, header) == ("goal", ["a ", "b"], ["solution1", "solution2"])
+    with pytest.raises(ValueError, match="layout"):
+        agreement.split_instruction("piqa", good.replace("\n\nSolution2", " Solution2"), header)
+
+
+def test_piqa_requests_equal_lm_evals_on_every_item_from_the_raw_strings():
+    """All 1287 PIQA test items: lm-eval's own piqa YAML over the data file's raw strings asks exactly
+    our requests (trailing spaces of a solution are its text: the parse cuts only separators)."""
+    test = registry.load("piqa").test
+    same, n, diffs = agreement.request_agreement("piqa", test)
+    assert (same, n) == (1287, 1287), diffs
+    assert sum(ex.choices[0].endswith(" ") or ex.choices[1].endswith(" ") for ex in test) == 84
 
 
 def _named(items, tmp_path, monkeypatch) -> Task:

@@ -93,3 +93,52 @@ def test_unknown_method_lists_valid_names():
         registry.get("nosuch")
     with pytest.raises(KeyError, match="vera"):
         registry.get("peft:nosuch")
+
+
+# one value per method that its own config or its pre-run model check refuses; a new method
+# needs a line here (the test below fails until it has one)
+BAD_VALUES = {
+    "full": "full.lr_scale=2",  # full has no settings: any key is unknown
+    "lora": "lora.layers_pattern=layers",  # peft's own check (layers_to_transform missing)
+    "dora": "dora.target_modules=nosuch",
+    "pissa": "pissa.layers_pattern=layers",
+    "adalora": "adalora.target_modules=nosuch",
+    "losia": "losia.rank_factor=2",
+    "losia-pro": "losia-pro.target_modules=nosuch",
+    "galore": "galore.proj_type=sideways",
+    "localized-lora": "localized-lora.r=30",  # not divisible by num_blocks=4
+    "localized-lora-diag": "localized-lora-diag.scaling=blockwise",
+    "sensitivity-lora": "sensitivity-lora.beta=2",
+    "peft:vera": "peft:vera.r=0",
+    "peft:ia3": "peft:ia3.target_modules=nosuch",
+    "peft:gralora": "peft:gralora.gralora_k=0",  # peft: a positive integer
+}
+
+
+def test_every_method_has_a_bad_value_case():
+    assert set(registry.names()) | set(GENERIC) <= set(BAD_VALUES)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_a_bad_method_value_is_one_line_exit_2_before_anything_runs(name, tmp_path, capsys):
+    from harness import cli
+
+    out = tmp_path / "out"
+    code = cli.main(["run", "--model", "tiny-llama", "--tasks", "synthetic", "--methods", name, "--max-steps", "1",
+                     "--set", BAD_VALUES[name], "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("bench: error:") and name in err[0], err
+    assert not out.exists()  # refused while planning: no run folder, no results table
+
+
+@pytest.mark.parametrize("name, values", [
+    ("galore", {"rank": 0}), ("galore", {"proj_type": "sideways"}), ("localized-lora", {"scaling": "blockwise"}),
+    ("localized-lora", {"num_blocks": 0}), ("sensitivity-lora", {"estimator": "guess"}),
+    ("sensitivity-lora", {"topk_fraction": 0.0}), ("sensitivity-lora", {"r_min": 4, "r_max": 2}),
+    ("lora", {"layers_pattern": "layers"}), ("peft:vera", {"layers_pattern": "layers"}), ("peft:gralora", {"r": 31}),
+])
+def test_method_configs_refuse_bad_values_with_method_config_error(name, values):
+    from methods.base import MethodConfigError
+
+    with pytest.raises(MethodConfigError):
+        registry.get(name).config_cls(**values)

@@ -56,7 +56,8 @@ def test_toml_sweeps_fall_back_to_tomli_on_310(tmp_path, monkeypatch):
     assert sweep_file._read(path) == {"methods": ["lora"], "tasks": ["arc_e"]}
 
 
-@pytest.mark.parametrize("command", [["run", "--methods", "lora", "--tasks", "arc_e"], ["eval", "--tasks", "arc_e"]])
+@pytest.mark.parametrize("command", [["run", "--methods", "lora", "--tasks", "synthetic"],
+                                     ["eval", "--tasks", "synthetic"]])
 def test_cuda_without_cuda_is_one_line(tmp_path, capsys, monkeypatch, command):
     import torch
 

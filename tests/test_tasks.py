@@ -44,7 +44,7 @@ def by_id(data, ex_id: str):
 # task -> (id, question starts with, n choices, gold, first choice)
 FIRST_RECORDS = {
     "boolq": ("test-0", "does ethanol take more energy make that produces", 2, 0, "no"),
-    "piqa": ("test-1", "dresser", 2, 1, "replace drawer with bobby pin"),
+    "piqa": ("test-1", "dresser", 2, 1, "replace drawer with bobby pin "),  # the trailing space is PIQA's
     "siqa": ("test-0", "Tracy didn't go home that evening and resisted Riley's attacks. What", 3, 2, "make a new plan"),
     "hellaswag": ("test-0", "Roof shingle removal: A man is sitting on a roof. He", 4, 3, "is using wrap to wrap a pair of skis."),
     "winogrande": ("test-0", "Sarah was a much better surgeon than Maria so _ always", 2, 1, "Sarah"),
@@ -130,6 +130,7 @@ def test_arc_variable_choice_counts(shared):
 # --- data dir, checksums, errors --------------------------------------------------------------
 
 def test_data_dir_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.undo()  # the real default, not the empty folder tests/conftest.py hides data behind (nothing is read)
     monkeypatch.delenv(sources.DATA_ENV, raising=False)
     assert sources.resolve_data_dir()[0] == sources.PROJECT_ROOT.parent / "shared" / "data"
     monkeypatch.setenv(sources.DATA_ENV, str(tmp_path / "env"))
@@ -354,3 +355,12 @@ def test_tiny_model_context_fits_every_commonsense_request():
         task, data = registry.get(name), registry.load(name)
         longest = max(len(tok(p + c)["input_ids"]) for ex in data.test for p, c in task.requests(ex))
         assert longest <= tok.model_max_length, (name, longest)
+
+
+def test_a_test_without_the_needs_data_mark_sees_no_benchmark_data():
+    """The enforcement (tests/conftest.py): unmarked, a read of benchmark data fails loudly, so a
+    data-reading test cannot pass here and fail only on a clone without ../shared/data."""
+    from tasks.sources import DataError
+
+    with pytest.raises(DataError, match="data not found"):
+        registry.load("arc_e")

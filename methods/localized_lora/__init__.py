@@ -16,7 +16,7 @@ import functools
 
 from methods.base import MethodSpec
 from methods.localized_lora.config import LocalizedLoraConfig
-from methods.localized_lora.model import adapt
+from methods.localized_lora.model import adapt, targets
 from methods.peft_tuners import METHODS as PEFT_METHODS
 
 # same trainer settings as LoRA: the budget-matched structures share LoRA's alpha and lr grid
@@ -25,8 +25,8 @@ _LORA_PAPER = next(s for s in PEFT_METHODS if s.name == "lora").presets["paper"]
 METHODS = [
     MethodSpec("localized-lora", "Localized LoRA: K x K grid of rank r/K blocks (K=4), LoRA(r=32) budget",
                LocalizedLoraConfig, functools.partial(adapt, structure="grid"), {"paper": dict(_LORA_PAPER)},
-               size_keys=("r", "num_blocks")),
+               size_keys=("r", "num_blocks"), check_model=functools.partial(targets, structure="grid")),
     MethodSpec("localized-lora-diag", "Localized LoRA, diagonal: K=4 diagonal blocks of rank r=32, LoRA(r) budget",
                LocalizedLoraConfig, functools.partial(adapt, structure="diagonal"), {"paper": dict(_LORA_PAPER)},
-               size_keys=("r", "num_blocks")),
+               size_keys=("r", "num_blocks"), check_model=functools.partial(targets, structure="diagonal")),
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from methods.base import MethodConfigError
 from methods.targets import DECODER_LINEARS
 
 SCALINGS = ("global", "block")
@@ -26,9 +27,9 @@ class LocalizedLoraConfig:
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
-            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
+            raise MethodConfigError(f"scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
         if self.r < 1 or self.num_blocks < 1:
-            raise ValueError(f"r and num_blocks must be >= 1, got r={self.r}, num_blocks={self.num_blocks}")
+            raise MethodConfigError(f"r and num_blocks must be >= 1, got r={self.r}, num_blocks={self.num_blocks}")
 
 
 def block_rank_and_scaling(cfg: LocalizedLoraConfig, structure: str) -> tuple[int, float]:
@@ -36,6 +37,6 @@ def block_rank_and_scaling(cfg: LocalizedLoraConfig, structure: str) -> tuple[in
     if structure == "diagonal":
         return cfg.r, cfg.alpha / cfg.r
     if cfg.r % cfg.num_blocks:
-        raise ValueError(f"localized-lora needs r divisible by num_blocks (r_b = r/K): r={cfg.r}, K={cfg.num_blocks}")
+        raise MethodConfigError(f"localized-lora needs r divisible by num_blocks (r_b = r/K): r={cfg.r}, K={cfg.num_blocks}")
     r_b = cfg.r // cfg.num_blocks
     return r_b, cfg.alpha / (cfg.r if cfg.scaling == "global" else r_b)

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from methods.base import Adapted, TrainContext
+from methods.base import Adapted, MethodConfigError, TrainContext
 from methods.localized_lora.config import LocalizedLoraConfig, block_rank_and_scaling
 from methods.localized_lora.layer import LocalizedLinear
 
@@ -14,19 +14,27 @@ def _is_target(name: str, targets: list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def wrap_targets(model: nn.Module, cfg: LocalizedLoraConfig, structure: str) -> dict[str, LocalizedLinear]:
-    """Replace every targeted ``nn.Linear`` by a ``LocalizedLinear``; everything else is frozen."""
-    r_b, scaling = block_rank_and_scaling(cfg, structure)
-    for p in model.parameters():
-        p.requires_grad_(False)
+def targets(model: nn.Module, cfg: LocalizedLoraConfig, structure: str) -> list[tuple[str, nn.Linear]]:
+    """The linears ``cfg`` wraps in ``model``, refused (MethodConfigError) when none matches or
+    K does not divide one's dims or the rank; also the pre-run check on a weightless skeleton."""
+    block_rank_and_scaling(cfg, structure)
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and _is_target(n, cfg.target_modules)]
     if not found:
-        raise ValueError(f"no nn.Linear matches target_modules={cfg.target_modules}")
+        raise MethodConfigError(f"no nn.Linear matches target_modules={cfg.target_modules}")
     bad = [f"{n} ({m.out_features}x{m.in_features})" for n, m in found
            if m.out_features % cfg.num_blocks or m.in_features % cfg.num_blocks]
     if bad:
-        raise ValueError(f"num_blocks K={cfg.num_blocks} must divide in and out dims of every target; "
-                         f"it does not for: {', '.join(bad)}")
+        raise MethodConfigError(f"num_blocks K={cfg.num_blocks} must divide in and out dims of every target; "
+                                f"it does not for: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
+    return found
+
+
+def wrap_targets(model: nn.Module, cfg: LocalizedLoraConfig, structure: str) -> dict[str, LocalizedLinear]:
+    """Replace every targeted ``nn.Linear`` by a ``LocalizedLinear``; everything else is frozen."""
+    found = targets(model, cfg, structure)
+    r_b, scaling = block_rank_and_scaling(cfg, structure)
+    for p in model.parameters():
+        p.requires_grad_(False)
     wrapped = {}
     for name, base in found:
         parent_name, _, child = name.rpartition(".")

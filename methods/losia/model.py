@@ -223,11 +223,13 @@ class LosiaAdapted(Adapted):
 
 
 def check_on_model(model: nn.Module, cfg: LosiaConfig) -> None:
-    """Before anything runs: an ``init_subnets`` file must give every target of this model its
-    subnet's shape, in range (``model`` may be a weightless skeleton on the meta device)."""
+    """Before anything runs: the targets exist, every one gets a non-empty subnet, and an
+    ``init_subnets`` file gives each its subnet's shape, in range (``model`` may be a weightless
+    skeleton on the meta device)."""
+    targets = _find_targets(model, cfg)
+    shapes = [_block_shape(cfg, linear.weight, layer, name) for name, linear, layer in targets]
     if cfg.init_subnets:
-        targets = _find_targets(model, cfg)
-        _check_init_file(cfg, targets, [_block_shape(cfg, linear.weight, layer, name) for name, linear, layer in targets])
+        _check_init_file(cfg, targets, shapes)
 
 
 def _check_init_file(cfg: LosiaConfig, targets: list[tuple[str, nn.Linear, int | str]],

@@ -13,7 +13,7 @@ from __future__ import annotations
 from methods.base import MethodSpec
 from methods.peft_tuners import METHODS as PEFT_METHODS
 from methods.sensitivity_lora.config import SensitivityLoraConfig
-from methods.sensitivity_lora.model import adapt
+from methods.sensitivity_lora.model import adapt, check_targets
 
 _LORA_PAPER = next(s for s in PEFT_METHODS if s.name == "lora").presets["paper"]
 
@@ -24,6 +24,6 @@ METHODS = [
         SensitivityLoraConfig, adapt,
         presets={"paper": dict(_LORA_PAPER), "global-only": {"beta": 1.0}, "local-only": {"beta": 0.0},
                  "hutchinson": {"estimator": "hutchinson"}},
-        size_keys=("r",),
+        size_keys=("r",), check_model=check_targets,
     )
 ]

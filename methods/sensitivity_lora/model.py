@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from methods.base import Adapted, TrainContext
+from methods.base import Adapted, MethodConfigError, TrainContext
 from methods.peft_tuners import PeftAdapted, _adapt_peft
 from methods.sensitivity_lora.allocation import allocate
 from methods.sensitivity_lora.config import SensitivityLoraConfig
@@ -26,8 +26,13 @@ def find_targets(model: nn.Module, target_modules: list[str]) -> dict[str, nn.Li
     found = {n: m for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and check_target_module_exists(probe, n)}
     if not found:
-        raise ValueError(f"no nn.Linear matches target_modules={target_modules}")
+        raise MethodConfigError(f"no nn.Linear matches target_modules={target_modules}")
     return found
+
+
+def check_targets(model: nn.Module, cfg: SensitivityLoraConfig) -> None:
+    """The pre-run check on a weightless skeleton: ``target_modules`` names some linear."""
+    find_targets(model, cfg.target_modules)
 
 
 def sensitivities(model: nn.Module, targets: dict[str, nn.Linear], cfg: SensitivityLoraConfig,
