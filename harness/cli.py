@@ -126,7 +126,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from harness.config import TrainConfig
-    from harness.perf.timing import PerfConfig
+    from harness.perf.settings import PerfConfig
 
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark parameter-efficient fine-tuning methods.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -255,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--steps", type=int, default=300, help="Adam steps per fit (default %(default)s)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
+
+    base = sub.add_parser("export-base", help="write a built-in model as a standard Hugging Face folder",
+                          description="Print the folder saved adapters name as their base (base_model_name_or_path: "
+                                      "config, safetensors, tokenizer; what AutoPeftModelForCausalLM and lm-eval's "
+                                      "pretrained= load), or copy it to --out for another machine.")
+    base.add_argument("model", nargs="?", default="smollm2-135m", help="smollm2-135m (default) or tiny-llama")
+    base.add_argument("--out", type=Path, default=None, help="copy the folder here (a new or empty folder)")
+    base.set_defaults(func=cmd_export_base)
 
     ls = sub.add_parser("list", help="list methods, tasks or models with their defaults")
     ls.add_argument("what", choices=["methods", "tasks", "models"])
@@ -483,6 +491,13 @@ def _defaults(spec: Any) -> str:
         cfg = spec.default_config()
         shown = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def cmd_export_base(args: argparse.Namespace) -> int:
+    from harness.models import export_base
+
+    print(export_base(args.model, args.out))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

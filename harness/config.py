@@ -12,13 +12,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness import checks
 from harness.errors import ConfigError
-from methods.base import MethodSpec, TrainContext
+
+if TYPE_CHECKING:  # the parser reads this module's defaults: it must not import torch (bench --help)
+    import torch
+
+    from methods.base import MethodSpec, TrainContext
 
 
 @dataclass
@@ -84,6 +86,8 @@ def method_context(train: TrainConfig, total_steps: int, seed: int, device: torc
                    run_dir: Path | None = None) -> TrainContext:
     """What a method is told about the training it is prepared for: the one place trainer
     settings become a ``TrainContext`` (methods never see ``TrainConfig``: they never import the harness)."""
+    from methods.base import TrainContext
+
     return TrainContext(lr=train.lr, weight_decay=train.weight_decay, warmup_steps=train.resolved_warmup(total_steps),
                         total_steps=total_steps, min_lr_ratio=train.min_lr_ratio, grad_clip=train.grad_clip or None,
                         seed=seed, device=str(device), calibration_batches=calibration_batches,

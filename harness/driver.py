@@ -31,7 +31,7 @@ from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
                                 sequential_forgetting)
 from harness.measure import MemoryProbe, param_bytes, step_summary, total_params
-from harness.models import cache_dir, load_model
+from harness.models import cache_dir, card_facts, hf_base, load_model
 from harness.runfolder import RunFolder
 from harness.trainer import TrainResult, train
 from methods import registry as method_registry
@@ -115,9 +115,10 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         run.record["method_record"] = adapted.record()
         run.record["train_config"] = cfg.settings()
         if save != "none":  # after every evaluation: merging may change the model in place
-            run.record["saved"] = save_trained(adapted, save, run.path / save, cfg.model, tokenizer,
+            run.record["saved"] = save_trained(adapted, save, run.path / save, hf_base(cfg.model), tokenizer,
                                                lambda: load_model(cfg.model)[0],
-                                               {"run_id": cfg.run_id, "method": cfg.method})
+                                               {"run_id": cfg.run_id, "method": cfg.method}, card_facts(cfg.model))
+            print(f"saved {save} to {run.path / save} (base: {run.record['saved']['base_model']})", flush=True)
     return run.record
 
 
