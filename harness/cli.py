@@ -12,20 +12,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from harness.plan import Grid
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input: printed as one line, never as a traceback."""
-    from harness.config import ConfigError
-    from harness.models import ModelError
-    from harness.safe_io import OutputError
-    from methods.base import MethodConfigError
-    from methods.registry import UnknownMethod
-    from reports.load import ReportError
-    from tasks.protocols import ProtocolError
-    from tasks.registry import UnknownTask
-    from tasks.sources import DataError
+# Exceptions that mean bad input (module -> class names): printed as one line, never as a traceback
+_USER_ERRORS = {
+    "harness.errors": ("ConfigError",), "harness.models": ("ModelError",), "harness.safe_io": ("OutputError",),
+    "methods.base": ("MethodConfigError",), "methods.registry": ("UnknownMethod",),
+    "reports.load": ("ReportError",), "tasks.evaluation": ("ProtocolError",), "tasks.base": ("UnknownTask",),
+    "tasks.sources": ("DataError",),
+}
 
-    return (ConfigError, MethodConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError,
-            ReportError, OutputError)
+
+def _is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is bad input. Only modules already imported are looked in (an exception's
+    class was imported to raise it), so a typo never waits for torch to import."""
+    return any(isinstance(err, getattr(sys.modules[module], name))
+               for module, names in _USER_ERRORS.items() if module in sys.modules for name in names)
 
 
 def _csv(text: str) -> list[str]:
@@ -115,7 +115,7 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from harness.trackers import parse_report_to
 
     return options, job_for(args.out, args.device, not args.no_progress, args.command_line,
-                            getattr(args, "force", False), args.save, parse_report_to(args.report_to))
+                            getattr(args, "force", False), args.save, parse_report_to(args.report_to, args.out))
 
 
 def _version() -> str:
@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as err:
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -323,7 +325,23 @@ def _budget_line(plans: list[Any]) -> str:
             f"eval {e.eval_limit or 'all'} items/task, model {plans[0].model}")
 
 
+def check_names(methods: str | None, tasks: str | None) -> None:
+    """Method and task names checked against the name lists, before torch is imported: a typo is
+    answered in a fraction of a second (``plan.runs`` checks everything else)."""
+    from methods.registry import check_name
+    from tasks.registry import expand
+
+    for name in _csv(methods or ""):
+        check_name(name)
+    if tasks:
+        expand(tasks)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.trackers import parse_report_to
+
+    check_names(args.methods, args.sequence or args.tasks)
+    parse_report_to(args.report_to, args.out)  # a missing tracker or store, before the model loads
     from harness import launch, plan, records
     from harness.models import check_model, model_info
     from reports.block import end_of_run
@@ -416,6 +434,7 @@ def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[
 # -- bench eval / list ---------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_names(None, args.tasks)
     from harness import plan, records
     from harness.config import split_overrides
     from harness.driver import eval_only
