@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
+from harness.models import resolve_model
 from tasks import lm_eval_bridge
 from tasks import registry as task_registry
 from tasks.evaluation import EvalSettings
@@ -95,6 +96,7 @@ def test_lora_folder_loads_with_auto_peft_and_lm_eval_outside_the_project(tmp_pa
     base = config["base_model_name_or_path"]
     assert Path(base) == cache / "tiny-llama" and (Path(base) / "config.json").is_file()
     assert f"pretrained={base},peft=DIR" in (folder / "README.md").read_text()
+    assert resolve_model(str(folder)) == ("tiny-llama", str(folder))  # bench eval loads it as the run did
     docs, name, include = _exported_items(tmp_path / "tasks")
     delimiter = _delimiter(docs, Path(include) / f"{name}.yaml")
     user = _user_python(

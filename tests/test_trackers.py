@@ -85,6 +85,18 @@ def test_mlflow_default_store_in_out_read_back(tmp_path, monkeypatch):
     assert run.data.metrics["after/arc_e/acc"] == pytest.approx(0.5)
 
 
+def test_a_resumed_sequence_continues_the_step_count(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    t = trackers.Trackers(("tensorboard",), tmp_path, "run-1", CONFIG, first_step=3)  # 3 kept steps
+    t.log_step(STEPS[0])
+    t.finish(RECORD)
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "run-1"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [3]
+
+
 def test_mlflow_store_it_refuses_is_one_line_before_any_run(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
