@@ -63,6 +63,16 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.fixture(scope="module")
+def lora(tmp_path_factory) -> tuple[Path, float, Path]:
+    """One LoRA run for the tests that load its folder: the folder, its accuracy, a scratch folder."""
+    tmp = tmp_path_factory.mktemp("lora")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFT_BENCH_CACHE", str(tmp / "cache"))
+        folder, acc = _run("lora", tmp / "out")
+    return folder, acc, tmp
+
+
 def _run(method: str, out: Path) -> tuple[Path, float]:
     """``bench run`` a few steps on arc_e; the saved folder and the run's after-training accuracy."""
     rc = cli.main(["run", "--model", "tiny-llama", "--methods", method, "--tasks", "arc_e", "--max-steps", "3",
@@ -84,44 +94,59 @@ def _exported_items(folder: Path) -> tuple[Path, str, str]:
     return where / f"{name}.jsonl", name, str(where)
 
 
-def _delimiter(docs: Path, task_yaml: Path) -> str:
+def _delimiter(task_yaml: Path) -> str:
     import yaml
 
     return yaml.safe_load(task_yaml.read_text())["target_delimiter"]
 
 
-def test_lora_folder_loads_with_auto_peft_and_lm_eval_outside_the_project(tmp_path, cache):
-    folder, acc = _run("lora", tmp_path / "out")
-    config = json.loads((folder / "adapter_config.json").read_text())
-    base = config["base_model_name_or_path"]
-    assert Path(base) == cache / "tiny-llama" and (Path(base) / "config.json").is_file()
+def test_lora_folder_loads_with_auto_peft_outside_the_project(lora, monkeypatch):
+    folder, acc, tmp = lora
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(tmp / "cache"))
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base) == tmp / "cache" / "tiny-llama" and (Path(base) / "config.json").is_file()
     assert f"pretrained={base},peft=DIR" in (folder / "README.md").read_text()
     assert resolve_model(str(folder)) == ("tiny-llama", str(folder))  # bench eval loads it as the run did
-    docs, name, include = _exported_items(tmp_path / "tasks")
-    delimiter = _delimiter(docs, Path(include) / f"{name}.yaml")
+    docs, name, include = _exported_items(tmp / "tasks")
+    delimiter = _delimiter(Path(include) / f"{name}.yaml")
     user = _user_python(
         "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
         f"model = AutoPeftModelForCausalLM.from_pretrained({str(folder)!r}).eval()\n"
         "tok = AutoTokenizer.from_pretrained(model.peft_config['default'].base_model_name_or_path)\n"
-        f"print(json.dumps(accuracy(model, tok, {str(docs)!r}, {delimiter!r})))", tmp_path)
+        f"print(json.dumps(accuracy(model, tok, {str(docs)!r}, {delimiter!r})))", tmp)
     assert user == acc
+
+
+@pytest.mark.slow
+def test_lora_folder_scores_with_lm_eval_cli_peft(lora):
+    folder, acc, tmp = lora
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    _, name, include = _exported_items(tmp / "tasks")
     lm_eval = shutil.which("lm_eval", path=str(Path(sys.executable).parent))
     done = subprocess.run([lm_eval, "--model", "hf", "--model_args", f"pretrained={base},peft={folder}",
                            "--tasks", name, "--include_path", include, "--device", "cpu", "--batch_size", "8",
-                           "--output_path", str(tmp_path / "lm-eval")], cwd=tmp_path, capture_output=True,
+                           "--output_path", str(tmp / "lm-eval")], cwd=tmp, capture_output=True,
                           text=True, timeout=600, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0, done.stderr[-3000:]
-    (result,) = (tmp_path / "lm-eval").rglob("results_*.json")
+    (result,) = (tmp / "lm-eval").rglob("results_*.json")
     assert json.loads(result.read_text())["results"][name]["acc,none"] == pytest.approx(acc, abs=1e-12)
 
 
 def test_losia_delta_loads_with_the_saved_load_delta_outside_the_project(tmp_path, cache):
-    folder, acc = _run("losia", tmp_path / "out")
+    old = os.umask(0o022)
+    try:
+        folder, acc = _run("losia", tmp_path / "out")
+    finally:
+        os.umask(old)
+    # readable by colleagues as the umask allows: the saved folder and the exported base
+    for path in [folder, *folder.rglob("*"), cache / "tiny-llama", *(cache / "tiny-llama").rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
     config = json.loads((folder / "delta_config.json").read_text())
     assert Path(config["base_model"]) == cache / "tiny-llama"
     assert {"delta.safetensors", "load_delta.py", "README.md"} <= {p.name for p in folder.iterdir()}
     docs, name, include = _exported_items(tmp_path / "tasks")
-    delimiter = _delimiter(docs, Path(include) / f"{name}.yaml")
+    delimiter = _delimiter(Path(include) / f"{name}.yaml")
     user = _user_python(  # what the model card and the README say, word for word
         "import sys\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
         f"sys.path.insert(0, {str(folder)!r})\nfrom load_delta import load_delta\n"
@@ -129,14 +154,3 @@ def test_losia_delta_loads_with_the_saved_load_delta_outside_the_project(tmp_pat
         f"tok = AutoTokenizer.from_pretrained({config['base_model']!r})\n"
         f"print(json.dumps(accuracy(model, tok, {str(docs)!r}, {delimiter!r})))", tmp_path)
     assert user == acc
-
-
-def test_saved_folders_are_readable_by_group_and_others(tmp_path, cache):
-    old = os.umask(0o022)
-    try:
-        folder, _ = _run("losia", tmp_path / "out")
-    finally:
-        os.umask(old)
-    for path in [folder, *folder.rglob("*"), cache / "tiny-llama", *(cache / "tiny-llama").rglob("*")]:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
