@@ -164,7 +164,8 @@ def _save_into(adapted: Adapted, kind: str, folder: Path, base_model: str, token
         if hasattr(tokenizer, "save_pretrained"):  # built-in random models use a byte tokenizer
             tokenizer.save_pretrained(folder)
         return "transformers"
-    _write_delta(folder, compute_delta(merged, load_base()), {"base_model": base_model, **meta})
+    _write_delta(folder, compute_delta(merged, load_base()),
+                 {"base_model": base_model, "revision": _hub_revision(merged, base_model), **meta})
     return "delta"
 
 

@@ -257,6 +257,10 @@ def export_base(name: str, out: Path | None = None) -> Path:
         raise ModelError(f"export-base {name}: takes a built-in model ({DEFAULT_MODEL}, "
                          f"{', '.join(EXPORTED_RANDOM)}); a hub id or folder loads as it is")
     if out is None:
+        try:
+            _share(folder)  # a cache written before folders were shared was 0700
+        except PermissionError:  # another user's cache: theirs to open up
+            pass
         return folder
     out = Path(out)
     if out.exists() and any(out.iterdir()):
