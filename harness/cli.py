@@ -513,7 +513,7 @@ def _defaults(spec: Any) -> str:
 
 
 def cmd_export_base(args: argparse.Namespace) -> int:
-    from harness.models import export_base
+    from harness.basefolder import export_base
 
     print(export_base(args.model, args.out))
     return 0

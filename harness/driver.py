@@ -31,7 +31,8 @@ from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
                                 sequential_forgetting)
 from harness.measure import MemoryProbe, param_bytes, step_summary, total_params
-from harness.models import cache_dir, card_facts, hf_base, load_model
+from harness.basefolder import card_facts, hf_base
+from harness.models import cache_dir, load_model
 from harness.runfolder import RunFolder
 from harness.trainer import TrainResult, train
 from methods import registry as method_registry

