@@ -28,7 +28,7 @@ what to install or set. Trackers observe: they never change a run's id or its nu
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import importlib.metadata
 import json
 import os
 import re
@@ -66,14 +66,23 @@ def parse_report_to(text: str | None, out: Path | None = None) -> tuple[str, ...
 
 def mlflow_uri(out: Path) -> str:
     """``$MLFLOW_TRACKING_URI``, else a store in ``out``: sqlite with the full mlflow package (its
-    database backend needs sqlalchemy), else the file store, switched on for MLflow 3."""
+    database store needs what mlflow-skinny leaves out), else the file store, switched on for MLflow 3."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     Path(out).mkdir(parents=True, exist_ok=True)
-    if importlib.util.find_spec("sqlalchemy") is not None:
+    if _full_mlflow():
         return f"sqlite:///{Path(out).resolve() / 'mlflow.db'}"
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # our default store; inherited by workers
     return (Path(out).resolve() / "mlruns").as_uri()
+
+
+def _full_mlflow() -> bool:
+    """Whether the full ``mlflow`` package is installed (its database store), not only mlflow-skinny."""
+    try:
+        importlib.metadata.distribution("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _mlflow_client(out: Path) -> Any:

@@ -71,7 +71,8 @@ def test_mlflow_default_store_in_out_read_back(tmp_path, monkeypatch):
     """With no MLFLOW_TRACKING_URI, what the README installs records: a store in the results folder."""
     pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # registered, so the switch bench sets is undone
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
     assert trackers.parse_report_to("mlflow", tmp_path) == ("mlflow",)  # the store opens before any run
     _run(("mlflow",), tmp_path)
     client, run = _mlflow_run(trackers.mlflow_uri(tmp_path))
@@ -83,6 +84,14 @@ def test_mlflow_default_store_in_out_read_back(tmp_path, monkeypatch):
     assert [m.value for m in history] == pytest.approx([2.0, 1.9, 1.8])
     assert [m.step for m in history] == [s["step"] for s in STEPS]
     assert run.data.metrics["after/arc_e/acc"] == pytest.approx(0.5)
+
+
+def test_mlflow_default_store_is_sqlite_with_the_full_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(trackers, "_full_mlflow", lambda: True)
+    assert trackers.mlflow_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    assert trackers.mlflow_uri(tmp_path) == "http://tracking:5000"
 
 
 def test_a_resumed_sequence_continues_the_step_count(tmp_path):
