@@ -14,20 +14,20 @@ from harness.schema.settings import comma_list
 if TYPE_CHECKING:
     from harness.plan import Grid
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input: printed as one line, never as a traceback."""
-    from harness.config import ConfigError
-    from harness.models import ModelError
-    from harness.safe_io import OutputError
-    from methods.base import MethodConfigError
-    from methods.registry import UnknownMethod
-    from reports.load import ReportError
-    from tasks.protocols import ProtocolError
-    from tasks.registry import UnknownTask
-    from tasks.sources import DataError
+# Exceptions that mean bad input (module -> class names): printed as one line, never as a traceback
+_USER_ERRORS = {
+    "harness.errors": ("ConfigError",), "harness.models": ("ModelError",), "harness.safe_io": ("OutputError",),
+    "methods.base": ("MethodConfigError",), "methods.registry": ("UnknownMethod",),
+    "reports.load": ("ReportError",), "tasks.evaluation": ("ProtocolError",), "tasks.base": ("UnknownTask",),
+    "tasks.sources": ("DataError",),
+}
 
-    return (ConfigError, MethodConfigError, ModelError, UnknownMethod, UnknownTask, DataError, ProtocolError,
-            ReportError, OutputError)
+
+def _is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is bad input. Only modules already imported are looked in (an exception's
+    class was imported to raise it), so a typo never waits for torch to import."""
+    return any(isinstance(err, getattr(sys.modules[module], name))
+               for module, names in _USER_ERRORS.items() if module in sys.modules for name in names)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -114,7 +114,7 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from harness.trackers import parse_report_to
 
     return options, job_for(args.out, args.device, not args.no_progress, args.command_line,
-                            getattr(args, "force", False), args.save, parse_report_to(args.report_to))
+                            getattr(args, "force", False), args.save, parse_report_to(args.report_to, args.out))
 
 
 def _version() -> str:
@@ -125,7 +125,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from harness.config import TrainConfig
-    from harness.perf.timing import PerfConfig
+    from harness.perf.settings import PerfConfig
 
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark parameter-efficient fine-tuning methods.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -255,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
 
+    base = sub.add_parser("export-base", help="write a built-in model as a standard Hugging Face folder",
+                          description="Print the folder saved adapters name as their base (base_model_name_or_path: "
+                                      "config, safetensors, tokenizer; what AutoPeftModelForCausalLM and lm-eval's "
+                                      "pretrained= load), or copy it to --out for another machine.")
+    base.add_argument("model", nargs="?", default="smollm2-135m", help="smollm2-135m (default) or tiny-llama")
+    base.add_argument("--out", type=Path, default=None, help="copy the folder here (a new or empty folder)")
+    base.set_defaults(func=cmd_export_base)
+
     ls = sub.add_parser("list", help="list methods, tasks or models with their defaults")
     ls.add_argument("what", choices=["methods", "tasks", "models"])
     ls.add_argument("--data-dir", type=Path, default=None, help="offline data folder")
@@ -281,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as err:
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -314,7 +324,23 @@ def _budget_line(plans: list[Any]) -> str:
             f"eval {e.eval_limit or 'all'} items/task, model {plans[0].model}")
 
 
+def check_names(methods: str | None, tasks: str | None) -> None:
+    """Method and task names checked against the name lists, before torch is imported: a typo is
+    answered in a fraction of a second (``plan.runs`` checks everything else)."""
+    from methods.registry import check_name
+    from tasks.registry import expand
+
+    for name in _csv(methods or ""):
+        check_name(name)
+    if tasks:
+        expand(tasks)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.trackers import parse_report_to
+
+    check_names(args.methods, args.sequence or args.tasks)
+    parse_report_to(args.report_to, args.out)  # a missing tracker or store, before the model loads
     from harness import launch, plan, records
     from harness.models import check_model, model_info
     from reports.block import end_of_run
@@ -407,6 +433,7 @@ def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[
 # -- bench eval / list ---------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_names(None, args.tasks)
     from harness import plan, records
     from harness.config import split_overrides
     from harness.driver import eval_only
@@ -482,6 +509,13 @@ def _defaults(spec: Any) -> str:
         cfg = spec.default_config()
         shown = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def cmd_export_base(args: argparse.Namespace) -> int:
+    from harness.basefolder import export_base
+
+    print(export_base(args.model, args.out))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -11,15 +11,18 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness import checks
 from harness.errors import ConfigError
 from harness.schema import settings as catalogue
 from harness.schema.record import normalized_config
-from methods.base import Artifacts, MethodConfigError, MethodSpec, TrainContext
+
+if TYPE_CHECKING:  # the parser reads this module's defaults: it must not import torch (bench --help)
+    import torch
+
+    from methods.base import Artifacts, MethodSpec, TrainContext
 
 
 @dataclass
@@ -85,6 +88,8 @@ def method_context(train: TrainConfig, total_steps: int, seed: int, device: torc
                    artifacts: Artifacts | None = None) -> TrainContext:
     """What a method is told about the training it is prepared for: the one place trainer
     settings become a ``TrainContext`` (methods never see ``TrainConfig``: they never import the harness)."""
+    from methods.base import TrainContext
+
     return TrainContext(lr=train.lr, weight_decay=train.weight_decay, warmup_steps=train.resolved_warmup(total_steps),
                         total_steps=total_steps, min_lr_ratio=train.min_lr_ratio, grad_clip=train.grad_clip or None,
                         seed=seed, device=str(device), calibration_batches=calibration_batches,
@@ -252,6 +257,8 @@ def build_configs(spec: MethodSpec, overrides: dict[str, Any], preset: str | Non
                     )
                 apply_to_dataclass(holder[name], name, value, f"the trainer ({origin})")
     if hasattr(method_cfg, "__post_init__"):
+        from methods.base import MethodConfigError
+
         try:
             method_cfg.__post_init__()  # re-validate: every method's config refuses bad values here
         except MethodConfigError as err:

@@ -33,6 +33,7 @@ from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
                                 sequential_forgetting)
 from harness.measure import MemoryProbe, param_bytes, step_summary, total_params
+from harness.basefolder import card_facts, hf_base
 from harness.models import cache_dir, load_model
 from harness.runfolder import MethodFiles, RunFolder
 from harness.trainer import TrainResult, train
@@ -116,9 +117,10 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         run.record.calibration_memory = calibration.figures
         run.record.method_record = adapted.record()
         if save != "none":  # after every evaluation: merging may change the model in place
-            run.record.saved = save_trained(adapted, save, run.saved_model(save), cfg.model, tokenizer,
+            run.record.saved = save_trained(adapted, save, run.saved_model(save), hf_base(cfg.model), tokenizer,
                                             lambda: load_model(cfg.model)[0],
-                                            {"run_id": cfg.run_id, "method": cfg.method})
+                                            {"run_id": cfg.run_id, "method": cfg.method}, card_facts(cfg.model))
+            print(f"saved {save} to {run.saved_model(save)} (base: {run.record.saved['base_model']})", flush=True)
     return run.record.to_json()
 
 

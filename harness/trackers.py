@@ -8,17 +8,27 @@ tidy table (accuracies per task and phase, costs, forgetting) as ``<phase>/<task
 Where each writes, following each tool's own conventions:
 
 * tensorboard: ``<out>/tensorboard/<run_id>/`` (``tensorboard --logdir <out>/tensorboard``);
-* wandb: project ``$WANDB_PROJECT`` (default ``peft-bench``), files under ``<out>/wandb/``;
-  ``WANDB_MODE=offline`` works without network, ``wandb sync`` uploads later;
-* mlflow: ``$MLFLOW_TRACKING_URI`` (else MLflow's default store), experiment
+* wandb: project ``$WANDB_PROJECT`` (default ``peft-bench``), files under ``$WANDB_DIR/wandb/``
+  (default ``<out>/wandb/``); ``WANDB_MODE=offline`` works without network, ``wandb sync``
+  uploads later;
+* mlflow: ``$MLFLOW_TRACKING_URI``; unset, a store in ``<out>``: ``sqlite:///<out>/mlflow.db``
+  where the full ``mlflow`` package is installed (``pip install 'peft-bench[mlflow]'``), else
+  (``mlflow-skinny``, as the test extra brings) the file store ``<out>/mlruns``, which MLflow 3
+  opens only with ``MLFLOW_ALLOW_FILE_STORE=true`` (set for that store). Experiment
   ``$MLFLOW_EXPERIMENT_NAME`` (default ``peft-bench``).
 
-The packages are optional extras, imported only when asked for; a missing one is a one-line
-error naming the extra. Trackers observe: they never change a run's id or its numbers.
+Step numbers: a tracker's step is the 0-based index of the optimizer step in the run, the
+``step`` field of ``steps.jsonl`` (with ``--sequence``, whose ``steps.jsonl`` counts each stage
+from 0, the trackers count on across stages: line k of the file is step k).
+
+The packages are optional extras, imported only when asked for. Everything is checked before
+any run starts (``parse_report_to``): a missing package or an unusable store is one line naming
+what to install or set. Trackers observe: they never change a run's id or its numbers.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
 import re
@@ -38,8 +48,9 @@ class MissingTracker(ConfigError):
     """A tracker's package is not installed (the message names the extra that installs it)."""
 
 
-def parse_report_to(text: str | None) -> tuple[str, ...]:
-    """``tensorboard,wandb`` -> the names, checked and importable now, before any run starts."""
+def parse_report_to(text: str | None, out: Path | None = None) -> tuple[str, ...]:
+    """``tensorboard,wandb`` -> the names, checked now, before any run starts: each importable,
+    and with ``out`` (the results folder), MLflow's store opened once."""
     names = tuple(dict.fromkeys(t.strip() for t in (text or "").split(",") if t.strip() and t.strip() != "none"))
     for name in names:
         if name not in TRACKERS:
@@ -49,7 +60,49 @@ def parse_report_to(text: str | None) -> tuple[str, ...]:
         except ImportError:
             raise MissingTracker(f"--report-to {name} needs {TRACKERS[name]}, which is not installed: "
                                  f"pip install 'peft-bench[{name}]'") from None
+    if "mlflow" in names and out is not None:
+        _mlflow_client(Path(out))
     return names
+
+
+def mlflow_uri(out: Path) -> str:
+    """``$MLFLOW_TRACKING_URI``, else a store in ``out``: sqlite with the full mlflow package (its
+    database store needs what mlflow-skinny leaves out), else the file store, switched on for MLflow 3."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    if _full_mlflow():
+        return f"sqlite:///{Path(out).resolve() / 'mlflow.db'}"
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # our default store; inherited by workers
+    return (Path(out).resolve() / "mlruns").as_uri()
+
+
+def _full_mlflow() -> bool:
+    """Whether the full ``mlflow`` package is installed (its database store), not only mlflow-skinny."""
+    try:
+        importlib.metadata.distribution("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _mlflow_client(out: Path) -> Any:
+    """A client of the run's store, its experiment looked up: a store MLflow refuses is one line."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = mlflow_uri(out)
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri if uri.startswith("file:") else None)
+        client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", PROJECT))
+    except (MlflowException, ImportError, OSError) as err:
+        hint = ("set MLFLOW_ALLOW_FILE_STORE=true (MLflow 3 refuses file stores without it), or "
+                if uri.startswith("file:") or "://" not in uri else "")
+        raise ConfigError(f"--report-to mlflow: MLflow cannot open its store {uri} "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:160]}); {hint}point "
+                          f"MLFLOW_TRACKING_URI at a server or sqlite:///PATH (needs pip install "
+                          f"'peft-bench[mlflow]'), or unset it to use {out}") from None
+    return client
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -108,9 +161,10 @@ class _Wandb:
     def __init__(self, out: Path, run_id: str, config: dict[str, Any]) -> None:
         import wandb
 
-        Path(out).mkdir(parents=True, exist_ok=True)
+        folder = os.environ.get("WANDB_DIR") or str(out)
+        Path(folder).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=run_id, config=config,
-                              dir=str(out), reinit="create_new")
+                              dir=folder, reinit="create_new")
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
@@ -131,9 +185,8 @@ class _MLflow:
     def __init__(self, out: Path, run_id: str, config: dict[str, Any]) -> None:
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient()  # $MLFLOW_TRACKING_URI, else MLflow's default store
+        self.client = _mlflow_client(out)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", PROJECT)
         experiment = self.client.get_experiment_by_name(name)
         try:
@@ -164,25 +217,28 @@ _BACKENDS = {"tensorboard": _TensorBoard, "wandb": _Wandb, "mlflow": _MLflow}
 
 
 class Trackers:
-    """The trackers of one run, fed together: ``log_step`` every step, ``finish`` once at the end."""
+    """The trackers of one run, fed together: ``log_step`` every step, ``finish`` once at the end.
+    ``first_step``: steps already logged (a resumed sequence's kept stages)."""
 
-    def __init__(self, names: tuple[str, ...], out: Path, run_id: str, config: dict[str, Any]) -> None:
+    def __init__(self, names: tuple[str, ...], out: Path, run_id: str, config: dict[str, Any],
+                 first_step: int = 0) -> None:
         self.trackers: list[Tracker] = [_BACKENDS[name](Path(out), run_id, config) for name in names]
-        self.last_step = 0
+        self.next_step = first_step
 
     def log_step(self, step: dict[str, Any]) -> None:
-        """One step record (as written to steps.jsonl); its index counts across stages."""
-        self.last_step += 1
+        """One step record (as written to steps.jsonl), at its 0-based index in the run."""
         values = step_figures(step)
         for tracker in self.trackers:
-            tracker.log_step(self.last_step, values)
+            tracker.log_step(self.next_step, values)
+        self.next_step += 1
 
     def finish(self, record: RunRecord) -> None:
-        """The run's figures (from its record), then each tracker run marked finished or failed."""
+        """The run's figures (from its record) at the last step, then each tracker run marked
+        finished or failed."""
         values = final_figures(record)
         for tracker in self.trackers:
             if values:
-                tracker.log_final(self.last_step, values)
+                tracker.log_final(max(0, self.next_step - 1), values)
             tracker.close(record.status == "ok")
 
 
@@ -197,9 +253,10 @@ class LiveLog:
     appended and flushed every step) and the trackers asked for."""
 
     def __init__(self, steps: StepWriter, out: Path, run_id: str, config: dict[str, Any],
-                 report_to: tuple[str, ...]) -> None:
+                 report_to: tuple[str, ...], first_step: int = 0) -> None:
+        """``first_step``: steps already logged (a resumed sequence's kept stages)."""
         self.steps = steps
-        self.trackers = Trackers(report_to, out, run_id, config)
+        self.trackers = Trackers(report_to, out, run_id, config, first_step)
 
     def step(self, step: dict[str, Any]) -> None:
         self.steps.write(step)

@@ -125,3 +125,21 @@ def test_a_delta_for_another_base_is_refused(tmp_path):
     cfg.write_text(json.dumps(doc))
     with pytest.raises(ModelError, match="not in the model"):
         load_model("tiny-llama", adapter=str(tmp_path / "adapter"))
+
+
+def test_export_base_writes_a_standard_folder_and_refuses_a_full_one(tmp_path, monkeypatch, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness import cli
+    from harness.models import ByteTokenizer
+
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["export-base", "tiny-llama", "--out", str(tmp_path / "base")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "base")
+    model, tok = AutoModelForCausalLM.from_pretrained(tmp_path / "base"), AutoTokenizer.from_pretrained(tmp_path / "base")
+    assert torch.equal(_logits(model), _logits(load_model("tiny-llama")[0]))
+    text = "Question: which? Answer: é 日本"
+    assert tok(text, add_special_tokens=False)["input_ids"] == ByteTokenizer().encode(text)
+    assert cli.main(["export-base", "tiny-llama", "--out", str(tmp_path / "base")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert cli.main(["export-base", "some/hub-id"]) == 2

@@ -53,26 +53,71 @@ def test_tensorboard_scalars_read_back(tmp_path):
     events.Reload()
     tags = events.Tags()["scalars"]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([2.0, 1.9, 1.8])
-    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+    # one step convention everywhere: the tracker's step is steps.jsonl's 0-based step
+    assert [e.step for e in events.Scalars("train/loss")] == [s["step"] for s in STEPS] == [0, 1, 2]
     assert "train/profiled" not in tags and "train/step" not in tags
     assert events.Scalars("after/arc_e/acc")[0].value == pytest.approx(0.5)
     assert events.Scalars("train/arc_e/trainable_params")[0].value == 1234
 
 
-def test_mlflow_file_store_read_back(tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
+def _mlflow_run(uri: str):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    _run(("mlflow",), tmp_path)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri if uri.startswith("file:") else None)
     (run,) = client.search_runs([client.get_experiment_by_name("peft-bench").experiment_id])
+    return client, run
+
+
+def test_mlflow_default_store_in_out_read_back(tmp_path, monkeypatch):
+    """With no MLFLOW_TRACKING_URI, what the README installs records: a store in the results folder."""
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # registered, so the switch bench sets is undone
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+    assert trackers.parse_report_to("mlflow", tmp_path) == ("mlflow",)  # the store opens before any run
+    _run(("mlflow",), tmp_path)
+    client, run = _mlflow_run(trackers.mlflow_uri(tmp_path))
+    assert str(tmp_path) in trackers.mlflow_uri(tmp_path)
     assert run.info.run_name == "run-1" and run.info.status == "FINISHED"
     assert run.data.params["train.lr"] == "0.001"
     assert json.loads(run.data.params["method_config.target_modules"]) == ["q_proj"]
-    assert [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")] == pytest.approx([2.0, 1.9, 1.8])
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.value for m in history] == pytest.approx([2.0, 1.9, 1.8])
+    assert [m.step for m in history] == [s["step"] for s in STEPS]
     assert run.data.metrics["after/arc_e/acc"] == pytest.approx(0.5)
+
+
+def test_mlflow_default_store_is_sqlite_with_the_full_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(trackers, "_full_mlflow", lambda: True)
+    assert trackers.mlflow_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    assert trackers.mlflow_uri(tmp_path) == "http://tracking:5000"
+
+
+def test_a_resumed_sequence_continues_the_step_count(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    t = trackers.Trackers(("tensorboard",), tmp_path, "run-1", CONFIG, first_step=3)  # 3 kept steps
+    t.log_step(STEPS[0])
+    t.finish(RECORD)
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "run-1"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [3]
+
+
+def test_mlflow_store_it_refuses_is_one_line_before_any_run(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(ConfigError, match="set MLFLOW_ALLOW_FILE_STORE=true") as err:
+        trackers.parse_report_to("mlflow", tmp_path)
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the switch named: the same store records
+    trackers.parse_report_to("mlflow", tmp_path)
+    _run(("mlflow",), tmp_path)
+    assert _mlflow_run((tmp_path / "mlruns").as_uri())[1].info.status == "FINISHED"
 
 
 def _wandb_records(path) -> list:
@@ -96,8 +141,10 @@ def test_wandb_offline_run_records(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    _run(("wandb",), tmp_path)
-    (path,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))  # honoured, as by wandb itself
+    _run(("wandb",), tmp_path / "out")
+    assert not (tmp_path / "out" / "wandb").exists()
+    (path,) = (tmp_path / "elsewhere" / "wandb").glob("offline-run-*/run-*.wandb")
     # wandb's service process writes the file; on a loaded machine its last records land a moment later
     deadline = time.monotonic() + 60
     while True:
@@ -110,9 +157,11 @@ def test_wandb_offline_run_records(tmp_path, monkeypatch):
     assert run.display_name == "run-1" and run.project == "peft-bench"
     config = {u.key: json.loads(u.value_json) for u in run.config.update}
     assert config["train"]["lr"] == 0.001 and config["method_config"]["r"] == 8
-    losses = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
-              for i in r.history.item if list(i.nested_key) == ["train/loss"]]
+    history = [{tuple(i.nested_key) or (i.key,): json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    losses = [h[("train/loss",)] for h in history if ("train/loss",) in h]
     assert losses == pytest.approx([2.0, 1.9, 1.8])
+    assert [h[("_step",)] for h in history if ("train/loss",) in h] == [s["step"] for s in STEPS]
     summary = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "summary"
                for u in r.summary.update if u.key}
     assert summary["after/arc_e/acc"] == pytest.approx(0.5)

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +28,7 @@ from harness.config import TrainConfig, build_configs
 from harness.measure import SavedTensorBytes, StepClock, count_flops, percentile, total_params
 from harness.models import SMOLLM2_SHAPES, TINY_LLAMA_CONFIG, build_llama
 from harness.perf.counters import open_instruction_counter
+from harness.perf.settings import PerfConfig
 from harness.perf.opprofile import profile_ops
 from harness.trainer import autocast_for, optimizer_step
 from methods import registry
@@ -36,29 +36,6 @@ from methods.base import TrainContext
 
 SHAPES = {"tiny": TINY_LLAMA_CONFIG, "smollm2": SMOLLM2_SHAPES}
 FLOOR = "floor"
-
-
-@dataclass
-class PerfConfig:
-    shape: str = "smollm2"
-    methods: tuple[str, ...] = ("lora", "losia-pro")
-    batch_size: int = 8
-    seq_len: int = 128
-    rounds: int = 5
-    steps_per_round: int = 3
-    warmup_steps: int = 2
-    start_step: int = 0  # step index the untimed warm-up starts from (schedules see a run at that point)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"
-    seed: int = 0
-    # intra-op CPU threads (0: torch's default). The gate baselines use 1: on a shared machine a
-    # descheduled worker thread stalls every op at its barrier, which measures the neighbours
-    threads: int = 0
-    # "wall" (perf_counter, CUDA-synchronised) or "cpu" (this thread's CPU time; needs threads=1)
-    clock: str = "wall"
-    # a test aid for the gate, never for real figures: method -> factor by which each of its
-    # timed steps is stretched (see Contender.run)
-    inject_slowdown: dict[str, float] = field(default_factory=dict)
 
 
 class Contender:
