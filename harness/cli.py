@@ -147,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sequence", default=None, metavar="T1,T2,...",
                      help="continued training: train on these tasks in order with one model per method, evaluating "
                           "every sequence task after every stage (accuracy matrix, BWT, forgetting); replaces --tasks")
-    run.add_argument("--retention", default="auto", metavar="TASKS",
-                     help="tasks evaluated before and after training to measure forgetting: auto (default: the suite's "
-                          "tasks not trained on), none, or a comma-separated list")
+    run.add_argument("--retention", default=None, metavar="TASKS",
+                     help="tasks also evaluated before and after training, to measure forgetting: none (default: only "
+                          "the trained tasks are evaluated), auto (the other tasks of the trained tasks' suites), or a "
+                          "comma-separated list")
     run.add_argument("--retention-text", type=Path, default=None, metavar="PATH",
                      help="held-out text file: also report the change of LM loss on it (forgetting without labels)")
     run.add_argument("--preset", default=None, help="hyperparameter preset of every method, e.g. paper (published GPU settings)")
@@ -295,14 +296,15 @@ def main(argv: list[str] | None = None) -> int:
 def run_grid(args: argparse.Namespace) -> Grid:
     """The ``bench run`` arguments as the grid ``plan.runs`` resolves (a sweep point is one too)."""
     from harness.config import ConfigError, split_overrides
-    from harness.plan import Grid
+    from harness.plan import DEFAULT_RETENTION, Grid
 
     try:
         seeds = tuple(int(s) for s in _csv(args.seeds)) or (0,)
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     return Grid(model=args.model, methods=tuple(_csv(args.methods)), tasks=args.tasks, sequence=args.sequence,
-                seeds=seeds, per_task=args.per_task, retention=args.retention, retention_text=args.retention_text,
+                seeds=seeds, per_task=args.per_task, retention=args.retention or DEFAULT_RETENTION,
+                retention_text=args.retention_text,
                 preset=args.preset, overrides=split_overrides(args.sets), max_steps=args.max_steps,
                 epochs=args.epochs, eval_limit=args.eval_limit, protocol=args.protocol, backend=args.eval_backend,
                 num_fewshot=args.num_fewshot, apply_chat_template=args.apply_chat_template)
