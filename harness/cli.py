@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: error: --data-dir {args.data_dir}: no such folder", file=sys.stderr)
             return 2
         os.environ["PEFT_BENCH_DATA"] = str(args.data_dir.resolve())
-    if getattr(args, "no_progress", False):  # also transformers' weight-loading bars, here and in workers
+    # transformers' weight-loading bars too, here and in workers; in a log file (stderr not a
+    # terminal) they would leave every redraw behind (tasks.progress prints the project's own bars as lines)
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
