@@ -323,6 +323,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import launch, plan, records
     from harness.models import check_model, model_info
     from reports.block import end_of_run
+    from reports.summary import summary_table
 
     plans = plan.runs(run_grid(args))
     check_model(args.model)
@@ -348,6 +349,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import records, sweep
     from reports.block import end_of_run
+    from reports.summary import summary_table
 
     spec = sweep.load(args.file, tune=args.tune)
     if args.dry_run:
@@ -364,49 +366,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\n{end.text}")
     print(f"\nresults: {args.out.resolve()}/results.csv (and .parquet), run folders in {args.out.resolve()}/runs/")
     return 1 if failed else 0
-
-
-def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[str, str]] = frozenset()) -> str:
-    """Method x task accuracy (before -> final) plus cost and forgetting figures, as plain text.
-
-    ``busy`` run ids get ``!`` on their step time (measured on a machine busier than its cores),
-    ``near_chance`` (model, task) pairs ``‡`` on the base accuracy (not above chance).
-    """
-    from harness import metrics
-
-    if df.empty:
-        return "(no results)"
-    acc = df[df.metric == "acc"]
-    tasks_ = list(dict.fromkeys(acc.task))
-    header = ["method", "trained on", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable", "status"]
-    rows = []
-    for (run_id, method, trained, seed), g in df.groupby(["run_id", "method", "train_tasks", "seed"], sort=False):
-        final = metrics.final_phase(g.phase)
-        value = lambda metric, task, phase: g[(g.metric == metric) & (g.task == task) & (g.phase == phase)].value  # noqa: E731
-        cells = [method, trained, str(seed)]
-        for task in tasks_:
-            b, a = value("acc", task, metrics.BEFORE), value("acc", task, final)
-            mark = "‡" if (g.model.iloc[0], task) in near_chance else ""
-            cells.append(f"{b.iloc[0]:.3f}{mark}->{a.iloc[0]:.3f}" if len(b) and len(a) else
-                         f"{b.iloc[0]:.3f}{mark}->-" if len(b) else "-")
-        forget = value("forgetting", "retention-mean", final)
-        bwt = value("bwt", "sequence", final)
-        cells.append(f"{forget.iloc[0]:+.3f}" if len(forget) else "-")
-        cells.append(f"{bwt.iloc[0]:+.3f}" if len(bwt) else "-")
-        c = g[g.phase == metrics.TRAIN].set_index("metric").value
-        mem = c.get("peak_mem_allocated_bytes", c.get("peak_rss_bytes"))
-        cells.append(f"{c['step_time_s']:.3f}{'!' if run_id in busy else ''}" if "step_time_s" in c else "-")
-        cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
-        cells.append(f"{int(c['trainable_params']):,} ({c['trainable_pct']:.2f}%)" if "trainable_pct" in c else "-")
-        cells.append(g.status.iloc[0])
-        rows.append(cells)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-    marks = ("; ‡ base model not above chance" if near_chance else "") + ("; ! step time measured on a machine "
-                                                                           "busier than its cores" if busy else "")
-    return ("accuracy (acc, before->after training; after the last stage for sequences); forgetting = mean "
-            f"retention loss{marks}\n" + "\n".join(lines))
 
 
 # -- bench eval / list ---------------------------------------------------------------------
