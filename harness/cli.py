@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # OpenMP threads that wait for work sleep instead of spinning (unless the user set a policy).
 # Must be set before torch loads its OpenMP runtime (workers inherit it). On a machine busier than
-# its cores, spinning threads burn the CPU the others need: a SmolLM2 training step took 5-7x the
-# CPU time and 4-5x the wall time of a sleeping one at a load of 8-14 on 2 cores (README, "Two commands").
+# its cores, spinning threads burn the CPU the others need: a SmolLM2 training step took about 5x the
+# CPU time and 4x the wall time of a sleeping one at a load of 8-15 on 2 cores (README, "Two commands").
 OMP_WAIT_POLICY = "PASSIVE"
 
 
