@@ -146,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sequence", default=None, metavar="T1,T2,...",
                      help="continued training: train on these tasks in order with one model per method, evaluating "
                           "every sequence task after every stage (accuracy matrix, BWT, forgetting); replaces --tasks")
-    run.add_argument("--retention", default="auto", metavar="TASKS",
-                     help="tasks evaluated before and after training to measure forgetting: auto (default: the suite's "
-                          "tasks not trained on), none, or a comma-separated list")
+    run.add_argument("--retention", default=None, metavar="TASKS",
+                     help="tasks also evaluated before and after training, to measure forgetting: none (default: only "
+                          "the trained tasks are evaluated), auto (the other tasks of the trained tasks' suites), or a "
+                          "comma-separated list")
     run.add_argument("--retention-text", type=Path, default=None, metavar="PATH",
                      help="held-out text file: also report the change of LM loss on it (forgetting without labels)")
     run.add_argument("--preset", default=None, help="hyperparameter preset of every method, e.g. paper (published GPU settings)")
@@ -274,7 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OpenMP threads that wait for work sleep instead of spinning (unless the user set a policy).
+# Must be set before torch loads its OpenMP runtime (workers inherit it). On a machine busier than
+# its cores, spinning threads burn the CPU the others need: a SmolLM2 training step took about 5x the
+# CPU time and 4x the wall time of a sleeping one at a load of 8-15 on 2 cores (README, "Two commands").
+OMP_WAIT_POLICY = "PASSIVE"
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])
@@ -283,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: error: --data-dir {args.data_dir}: no such folder", file=sys.stderr)
             return 2
         os.environ["PEFT_BENCH_DATA"] = str(args.data_dir.resolve())
-    if getattr(args, "no_progress", False):  # also transformers' weight-loading bars, here and in workers
+    # transformers' weight-loading bars too, here and in workers; in a log file (stderr not a
+    # terminal) they would leave every redraw behind (tasks.progress prints the project's own bars as lines)
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
@@ -304,14 +315,15 @@ def main(argv: list[str] | None = None) -> int:
 def run_grid(args: argparse.Namespace) -> Grid:
     """The ``bench run`` arguments as the grid ``plan.runs`` resolves (a sweep point is one too)."""
     from harness.config import ConfigError, split_overrides
-    from harness.plan import Grid
+    from harness.plan import DEFAULT_RETENTION, Grid
 
     try:
         seeds = tuple(int(s) for s in comma_list(args.seeds)) or (0,)
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     return Grid(model=args.model, methods=tuple(comma_list(args.methods)), tasks=args.tasks, sequence=args.sequence,
-                seeds=seeds, per_task=args.per_task, retention=args.retention, retention_text=args.retention_text,
+                seeds=seeds, per_task=args.per_task, retention=args.retention or DEFAULT_RETENTION,
+                retention_text=args.retention_text,
                 preset=args.preset, overrides=split_overrides(args.sets), max_steps=args.max_steps,
                 epochs=args.epochs, eval_limit=args.eval_limit, protocol=args.protocol, backend=args.eval_backend,
                 num_fewshot=args.num_fewshot, apply_chat_template=args.apply_chat_template)
@@ -344,6 +356,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import launch, plan, records
     from harness.models import check_model, model_info
     from reports.block import end_of_run
+    from reports.summary import summary_table
 
     plans = plan.runs(run_grid(args))
     check_model(args.model)
@@ -369,6 +382,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import records, sweep
     from reports.block import end_of_run
+    from reports.summary import summary_table
 
     spec = sweep.load(args.file, tune=args.tune)
     if args.dry_run:
@@ -385,49 +399,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\n{end.text}")
     print(f"\nresults: {args.out.resolve()}/results.csv (and .parquet), run folders in {args.out.resolve()}/runs/")
     return 1 if failed else 0
-
-
-def summary_table(df: Any, busy: set[str] = frozenset(), near_chance: set[tuple[str, str]] = frozenset()) -> str:
-    """Method x task accuracy (before -> final) plus cost and forgetting figures, as plain text.
-
-    ``busy`` run ids get ``!`` on their step time (measured on a machine busier than its cores),
-    ``near_chance`` (model, task) pairs ``‡`` on the base accuracy (not above chance).
-    """
-    from harness import metrics
-
-    if df.empty:
-        return "(no results)"
-    acc = df[df.metric == "acc"]
-    tasks_ = list(dict.fromkeys(acc.task))
-    header = ["method", "trained on", "seed", *tasks_, "forgetting", "bwt", "step_s", "peak_mem", "trainable", "status"]
-    rows = []
-    for (run_id, method, trained, seed), g in df.groupby(["run_id", "method", "train_tasks", "seed"], sort=False):
-        final = metrics.final_phase(g.phase)
-        value = lambda metric, task, phase: g[(g.metric == metric) & (g.task == task) & (g.phase == phase)].value  # noqa: E731
-        cells = [method, trained, str(seed)]
-        for task in tasks_:
-            b, a = value("acc", task, metrics.BEFORE), value("acc", task, final)
-            mark = "‡" if (g.model.iloc[0], task) in near_chance else ""
-            cells.append(f"{b.iloc[0]:.3f}{mark}->{a.iloc[0]:.3f}" if len(b) and len(a) else
-                         f"{b.iloc[0]:.3f}{mark}->-" if len(b) else "-")
-        forget = value("forgetting", "retention-mean", final)
-        bwt = value("bwt", "sequence", final)
-        cells.append(f"{forget.iloc[0]:+.3f}" if len(forget) else "-")
-        cells.append(f"{bwt.iloc[0]:+.3f}" if len(bwt) else "-")
-        c = g[g.phase == metrics.TRAIN].set_index("metric").value
-        mem = next((c[k] for k in metrics.PEAK_MEMORY if k in c), None)  # the peak-memory rule
-        cells.append(f"{c['step_time_s']:.3f}{'!' if run_id in busy else ''}" if "step_time_s" in c else "-")
-        cells.append(f"{mem / 2**30:.2f}GiB" if mem is not None else "-")
-        cells.append(f"{int(c['trainable_params']):,} ({c['trainable_pct']:.2f}%)" if "trainable_pct" in c else "-")
-        cells.append(g.status.iloc[0])
-        rows.append(cells)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-    marks = ("; ‡ base model not above chance" if near_chance else "") + ("; ! step time measured on a machine "
-                                                                           "busier than its cores" if busy else "")
-    return ("accuracy (acc, before->after training; after the last stage for sequences); forgetting = mean "
-            f"retention loss{marks}\n" + "\n".join(lines))
 
 
 # -- bench eval / list ---------------------------------------------------------------------

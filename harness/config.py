@@ -38,7 +38,7 @@ class TrainConfig:
     batch_size: int = 8  # examples per optimizer step
     micro_batch_size: int = 0  # examples per forward/backward; 0 = batch_size (no accumulation)
     max_length: int = 128  # tokens per training example (prompt truncated from the left)
-    max_steps: int = 200  # optimizer steps (main job ~20 min on 2 CPU cores); 0 = use epochs
+    max_steps: int = 100  # optimizer steps (the main job's budget: README, "Two commands"); 0 = use epochs
     epochs: float = 0.0  # used when max_steps == 0
     warmup_steps: int = 0
     warmup_ratio: float = 0.1  # used when warmup_steps == 0
@@ -75,7 +75,7 @@ class EvalConfig:
     """
 
     eval_batch_size: int = 32
-    eval_limit: int = 200  # test items per task; 0 = all
+    eval_limit: int = 100  # test items per task (the main job's budget); 0 = all
     num_beams: int = 1  # generation protocol: 1 = greedy (CPU default), 4 = LLM-Adapters' beam search
     max_new_tokens: int = 0  # generation protocol: 0 = the task's budget (32 choice tasks, 256 math)
 

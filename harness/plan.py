@@ -19,6 +19,12 @@ from tasks import protocols
 from tasks import registry as task_registry
 
 
+# what is scored besides the trained tasks unless asked: nothing. Every task scored costs two
+# passes over its test items (before and after), so a one-task run evaluating the whole suite
+# cost as much as eight; forgetting on other tasks is asked for (--retention auto or a list).
+DEFAULT_RETENTION = "none"
+
+
 @dataclass(frozen=True)
 class Grid:
     """One ``bench run``: methods x seeds over tasks (or a sequence), with the budget and overrides.
@@ -33,7 +39,7 @@ class Grid:
     sequence: str | None = None  # tasks trained in order with one model (instead of ``tasks``)
     seeds: tuple[int, ...] = (0,)
     per_task: bool = False
-    retention: str = "auto"  # auto, none, or tasks
+    retention: str = DEFAULT_RETENTION  # none, auto (the suite's other tasks), or tasks
     retention_text: Path | None = None
     preset: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)

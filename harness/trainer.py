@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
-from tqdm.auto import tqdm
 
 from harness.measure import SavedTensorBytes, StepClock, count_flops, rss_bytes
 from methods.base import Adapted
+from tasks.progress import bar as progress_bar
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,7 +85,7 @@ def train(adapted: Adapted, batches: Iterable[list[dict[str, torch.Tensor]]], st
     result, clock = TrainResult(profiled_step=profile_step), StepClock(device)
     adapted.model.train()
     batch_iter, autocast = iter(batches), autocast_for(device, precision)
-    bar = tqdm(range(steps), desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc="train", unit="step", disable=not progress)
     start = clock.now()
     for step in bar:
         micro_batches = next(batch_iter)

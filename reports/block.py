@@ -14,7 +14,8 @@ from typing import Sequence
 
 from harness.machineload import busier_than_cores
 from reports.caveats import caveats, chance_checks
-from reports.comparison import CostRatio, Paired, Spread, VsBaseline, difference, format_block, suite_difference
+from reports.comparison import (CostRatio, Paired, Spread, VsBaseline, corrected, difference, format_block,
+                                suite_difference)
 from reports.evidence import run_step_times
 from reports.load import ReportError, Results, Run, load_results
 from reports.stats import paired_grid, pick_runs
@@ -57,7 +58,7 @@ def compare_runs(res: Results, baseline: str | None = None, order: Sequence[str]
         mine = [r for r in runs if r.label == label]
         grids = [paired_grid(base_runs, mine, t, None, metric, (base, label)) for t in tasks]
         paired = [Paired(g.task, g.a, g.b, tuple(g.seeds)) for g in grids if g is not None]
-        diffs = [difference(p) for p in paired] + ([suite_difference(paired)] if len(paired) > 1 else [])
+        diffs = corrected([difference(p) for p in paired]) + ([suite_difference(paired)] if len(paired) > 1 else [])
         rows.append(VsBaseline(label, diffs, _costs(res, base_runs, mine)))
     return base, rows
 
@@ -69,7 +70,9 @@ def comparison_block(res: Results, baseline: str | None = None, order: Sequence[
         base, rows = compare_runs(res, baseline, order, metric, run_ids)
     except ReportError as err:
         return f"no comparison: {err}"
-    return format_block(base, rows, metric)
+    records = [r.record for r in res.ok_runs() if run_ids is None or r.run_id in run_ids]
+    near_chance = {task for (_, task), c in chance_checks(records, metric).items() if c.verdict}
+    return format_block(base, rows, metric, near_chance)
 
 
 @dataclass

@@ -10,8 +10,14 @@ numbers a reader sees already say whether a difference is real:
 * accuracy over the suite: the difference of the task-averaged accuracies (the tables' Avg),
   its interval from a bootstrap that resamples items within each task (stratified, so every
   resample keeps every task), and McNemar's test on the discordant pairs of all tasks pooled;
-* "no significant difference at this budget" wherever p >= 0.05: at this many steps and test
-  items the data cannot tell the methods apart, which is a result, not a tie broken by digits;
+* the per-task p-values of one method against the reference form one family: Holm-Bonferroni
+  adjusts them for the number of tasks tested (eight tests at 0.05 would find a "difference"
+  on some task a third of the time by chance alone); the suite row is one test of its own;
+* "no significant difference at this budget" wherever the adjusted p >= 0.05: at this many steps
+  and test items the data cannot tell the methods apart, which is a result, not a tie broken by
+  digits; "better"/"worse" only where the adjusted p < 0.05;
+* tasks on which the base model is not above chance (``reports.chance``) are marked ``‡``: a
+  difference there can be a shift of guessing bias (say, answering "yes" more often), not a skill;
 * costs: step time and peak memory of B over A (ratio of medians) with each side's p10-p90
   beside it, so a ratio inside the spread of either side reads as such.
 
@@ -19,14 +25,15 @@ Everything here is a pure function of arrays; ``reports.stats`` holds the tests 
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
 from harness.measure import percentile
-from reports.stats import ALPHA, BOOTSTRAP_ITERS, mcnemar_exact
+from reports.stats import ALPHA, BOOTSTRAP_ITERS, holm, mcnemar_exact
 
 SUITE = "all tasks"
 NO_DIFFERENCE = "no significant difference at this budget"
@@ -61,10 +68,16 @@ class Difference:
     items: int
     seeds: tuple[int, ...]
     discordant: tuple[int, int]  # (A right & B wrong, A wrong & B right) over (item, seed)
+    p_adjusted: float | None = None  # Holm over the tasks tested together (``corrected``); None: a test on its own
+
+    @property
+    def p_decisive(self) -> float:
+        """The p the verdict reads: adjusted for the tasks tested together, where it was."""
+        return self.p_value if self.p_adjusted is None else self.p_adjusted
 
     @property
     def significant(self) -> bool:
-        return self.p_value < ALPHA
+        return self.p_decisive < ALPHA
 
     def verdict(self, a: str, b: str) -> str:
         if not self.significant:
@@ -101,6 +114,13 @@ def difference(p: Paired) -> Difference:
     only_a, only_b = _discordant(p.a, p.b)
     return Difference(p.task, float(p.a.mean()), float(p.b.mean()), diff, low, high,
                       mcnemar_exact(only_a, only_b), p.a.shape[0], p.seeds, (only_a, only_b))
+
+
+def corrected(per_task: Sequence[Difference]) -> list[Difference]:
+    """The per-task differences of one method against the reference, each with its Holm-adjusted p
+    over all of them (the family is the tasks tested at once)."""
+    adjusted = holm([d.p_value for d in per_task])
+    return [dataclasses.replace(d, p_adjusted=q) for d, q in zip(per_task, adjusted)]
 
 
 def suite_difference(tasks: Sequence[Paired]) -> Difference:
@@ -172,16 +192,19 @@ def _spread(s: Spread, unit: str) -> str:
     return text
 
 
-def format_block(baseline: str, rows: list[VsBaseline], metric: str = "acc") -> str:
-    """The plain-text block: a difference table per method, its cost ratios, and the notes."""
+def format_block(baseline: str, rows: list[VsBaseline], metric: str = "acc",
+                 near_chance: Collection[str] = ()) -> str:
+    """The plain-text block: a difference table per method, its cost ratios, and the notes.
+    ``near_chance``: tasks whose base model is not above chance, marked ``‡``."""
     header = ["method", "task", f"{baseline} {metric}%", f"method {metric}%", "diff (pts)", "95% CI (pts)",
-              "McNemar p", "items x seeds", "verdict"]
+              "McNemar p", "Holm p", "items x seeds", "verdict"]
     body = []
     for row in rows:
         for d in row.differences:
-            body.append([row.label, d.task, f"{100 * d.acc_a:.1f}", f"{100 * d.acc_b:.1f}", _pts(d.diff),
-                         f"[{_pts(d.low)}, {_pts(d.high)}]", f"{d.p_value:.3g}", f"{d.items} x {len(d.seeds)}",
-                         d.verdict(baseline, row.label)])
+            body.append([row.label, d.task + ("‡" if d.task in near_chance else ""), f"{100 * d.acc_a:.1f}",
+                         f"{100 * d.acc_b:.1f}", _pts(d.diff), f"[{_pts(d.low)}, {_pts(d.high)}]",
+                         f"{d.p_value:.3g}", "-" if d.p_adjusted is None else f"{d.p_adjusted:.3g}",
+                         f"{d.items} x {len(d.seeds)}", d.verdict(baseline, row.label)])
     widths = [max(len(x) for x in col) for col in zip(header, *body)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     lines = [f"comparison against {baseline} (the reference; --baseline NAME picks another)",
@@ -194,6 +217,10 @@ def format_block(baseline: str, rows: list[VsBaseline], metric: str = "acc") -> 
     lines.append(f"diff = method - {baseline} on the same test items, each item averaged over the seeds both ran; "
                  f"95% CI: paired bootstrap over items ({BOOTSTRAP_ITERS:,} resamples; '{SUITE}': task average, "
                  f"items resampled within each task); McNemar: exact two-sided test on the discordant (item, seed) "
-                 f"pairs; significant at p < {ALPHA:g}; cost ratios: medians, spreads p10-p90 over timed steps "
-                 f"(step time) or runs (memory)")
+                 f"pairs; Holm p: McNemar's p adjusted by Holm-Bonferroni for the number of tasks tested against "
+                 f"{baseline} ('{SUITE}' is one test, unadjusted); 'better'/'worse' only where that p < {ALPHA:g}; "
+                 f"cost ratios: medians, spreads p10-p90 over timed steps (step time) or runs (memory)")
+    if any(d.task in near_chance for row in rows for d in row.differences):
+        lines.append("‡ base model not above chance on this task (CHANCE LEVEL above): a difference there may be a "
+                     "shift in guessing bias, not a learned skill")
     return "\n".join(lines)

@@ -64,6 +64,19 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order: the family-wise error over all the
+    tests stays at most the level when each adjusted p is read against it. Sorted ascending,
+    the k-th smallest (0-based) of m is multiplied by m - k, kept monotone and capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - k) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], iters: int = BOOTSTRAP_ITERS, seed: int = 0,
                      confidence: float = 1 - ALPHA) -> tuple[float, float, float]:
     """(mean of b - a, low, high): percentile interval over item resamples."""

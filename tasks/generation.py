@@ -10,12 +10,12 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from tasks.base import Example, Task
 from tasks.formatting import encode
 from tasks.likelihood import resolve_max_length
 from tasks.llm_adapters import eval_prompt, gold_answer, judge
+from tasks.progress import bar as progress_bar
 
 def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
@@ -58,7 +58,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
+        with torch.inference_mode(), progress_bar(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
                 ids, mask = _left_padded([encoded[i] for i in chunk], pad_id)

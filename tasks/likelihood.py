@@ -25,10 +25,10 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from tasks.base import Example, Task
 from tasks.formatting import encode_pair
+from tasks.progress import bar as progress_bar
 
 DEFAULT_BATCH_SIZE = 64  # sequences (a context with all its choices) per forward pass
 LOGITS_BUDGET = 1 << 27  # fp32 logits per forward (512 MiB); caps scored tokens per batch
@@ -212,7 +212,7 @@ def loglikelihoods(
     was_training = model.training
     model.eval()  # adapter dropout must not make scores random
     try:
-        with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="seq", disable=not progress) as bar:
+        with torch.inference_mode(), progress_bar(total=len(rows), desc=desc, unit="seq", disable=not progress) as bar:
             for batch in batches(rows, batch_size, max(1, LOGITS_BUDGET // vocab)):
                 t = _batch_tensors(pack_lines(batch, packed), pad_id)
                 logp = _token_logprobs(model, t, packed, device)

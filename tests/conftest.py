@@ -17,9 +17,11 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-from tasks import download, sources, taskfile
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench sets it (harness.cli), before torch loads OpenMP
+import torch  # noqa: E402
+
+from tasks import download, sources, taskfile  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -112,6 +112,9 @@ def test_block_from_run_folders(tmp_path):
     base, (row,) = block.compare_runs(res, baseline="lora", order=["losia", "lora"])
     assert base == "lora" and [d.task for d in row.differences] == ["boolq", "obqa", SUITE]
     assert row.differences[0].p_value == pytest.approx(2 * 79 / 4096)
+    # two tasks tested at once: Holm doubles the smaller p, which no longer passes 0.05
+    assert row.differences[0].p_adjusted == pytest.approx(2 * 2 * 79 / 4096) and not row.differences[0].significant
+    assert row.differences[2].p_adjusted is None  # the suite row is one test of its own
     assert row.differences[2].discordant == (5, 15)
     step, mem = row.costs
     # timed steps: 2 warm-up steps and the profiled step 1 left out, 6 steps of 0.1/0.11/0.12 x scale
@@ -119,7 +122,29 @@ def test_block_from_run_folders(tmp_path):
     assert mem.ratio == pytest.approx(2.0) and not math.isnan(mem.ratio)
     text = block.comparison_block(res, baseline="lora")
     assert "comparison against lora" in text and NO_DIFFERENCE in text and "losia better than lora" in text
-    assert "x2.00" in text and "FLAGGED" in text and "McNemar" in text
+    assert "x2.00" in text and "FLAGGED" in text and "McNemar" in text and "Holm-Bonferroni" in text
+    boolq_line = next(line for line in text.splitlines() if line.startswith("losia   boolq"))
+    assert NO_DIFFERENCE in boolq_line and "0.0386" in boolq_line and "0.0771" in boolq_line
+    # boolq's base (lora's before: 12/40) has an exact interval that contains chance 0.25: marked
+    assert "boolq‡" in text and "‡ base model not above chance" in text and "obqa‡" not in text
+
+
+def test_holm_adjusts_in_input_order_monotone_and_capped():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0]) and stats.holm([]) == []
+    assert stats.holm([0.02]) == pytest.approx([0.02])
+
+
+def test_one_task_of_eight_below_005_alone_is_no_difference_after_holm():
+    """The new user's case: B wins on one small task at p ~ 0.02 and ties on seven more."""
+    win = Paired("boolq", *outcomes(5, 0, 6, 9), (0,))  # 20 items, B gains 6: p = 2/64
+    ties = [Paired(f"t{k}", *outcomes(10, 1, 1, 8), (0,)) for k in range(7)]
+    plain = [comparison.difference(p) for p in [win, *ties]]
+    assert plain[0].significant and plain[0].verdict("a", "b") == "b better than a"
+    fixed = comparison.corrected(plain)
+    assert fixed[0].p_adjusted == pytest.approx(8 * 2 / 64) and fixed[0].verdict("a", "b") == NO_DIFFERENCE
+    text = comparison.format_block("a", [comparison.VsBaseline("b", fixed)], near_chance={"boolq"})
+    assert "boolq‡" in text and "b better" not in text and "0.25" in text
 
 
 def test_block_says_why_when_there_is_nothing_to_compare(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import cli, driver, records
+from harness import cli, driver, plan, records
 
 BASE = ["run", "--model", "tiny-llama", "--tasks", "synthetic", "--max-steps", "4", "--eval-limit", "12",
         "--executor", "inline", "--no-progress", "--set", "eval_batch_size=8"]
@@ -111,17 +111,29 @@ def test_worker_process_executor(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.needs_data
-def test_readme_tiny_command_with_default_retention(tmp_path):
-    """The README's first check (arc_e on tiny-llama) with its default retention set: every other
-    commonsense task is scored before and after, so each must fit the tiny model's context."""
+def test_readme_tiny_command_with_suite_retention(tmp_path):
+    """arc_e on tiny-llama with ``--retention auto``: every other commonsense task is scored before
+    and after, so each must fit the tiny model's context."""
     argv = ["run", "--methods", "lora", "--tasks", "arc_e", "--model", "tiny-llama", "--max-steps", "2",
-            "--eval-limit", "20", "--out", str(tmp_path), "--executor", "inline", "--no-progress"]
+            "--eval-limit", "20", "--out", str(tmp_path), "--executor", "inline", "--no-progress",
+            "--retention", "auto"]
     assert cli.main(argv) == 0
     df = pd.read_csv(tmp_path / "results.csv")
     retention = {"boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_c", "obqa"}
     acc = df[df.metric == "acc"]
     assert set(acc.task) == retention | {"arc_e"} and set(acc.phase) == {"before", "after"}
     assert retention <= set(df[df.metric == "forgetting"].task)
+
+
+@pytest.mark.needs_data
+def test_by_default_only_the_trained_tasks_are_evaluated():
+    """A one-task run scores that task only; the suite's other tasks are scored when asked."""
+    args = cli.build_parser().parse_args(["run", "--methods", "lora", "--tasks", "arc_e", "--model", "tiny-llama"])
+    (cfg,) = plan.runs(cli.run_grid(args))
+    assert cfg.eval_tasks == ("arc_e",) and cfg.retention_tasks == ()
+    asked = cli.build_parser().parse_args(["run", "--methods", "lora", "--tasks", "arc_e", "--retention", "auto"])
+    assert set(plan.runs(cli.run_grid(asked))[0].retention_tasks) == {"boolq", "piqa", "siqa", "hellaswag",
+                                                                       "winogrande", "arc_c", "obqa"}
 
 
 @pytest.mark.needs_data

@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from harness import machineload, metrics
 from harness.config import TrainConfig, build_configs
@@ -33,6 +32,7 @@ from harness.perf.opprofile import profile_ops
 from harness.trainer import autocast_for, optimizer_step
 from methods import registry
 from methods.base import TrainContext
+from tasks.progress import bar as progress_bar
 
 SHAPES = {"tiny": TINY_LLAMA_CONFIG, "smollm2": SMOLLM2_SHAPES}
 FLOOR = "floor"
@@ -170,7 +170,7 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
     if counter is not None:
         counter.close()
     floor, methods = contenders[0], contenders[1:]
-    bar = tqdm(range(cfg.rounds), desc="perf rounds", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(cfg.rounds), desc="perf rounds", unit="round", disable=not progress)
     with machineload.track() as load:  # the timed rounds only
         for r in bar:
             floor.round_times.append([])
@@ -185,7 +185,7 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
             if not methods:
                 floor.round_times[-1] = floor.run(cfg.steps_per_round, clock)
     op_profiles: dict[str, dict[str, dict[str, float]]] = {}
-    for c in tqdm(contenders if profile_steps else [], desc="profiling", disable=not progress, dynamic_ncols=True):
+    for c in progress_bar(contenders if profile_steps else [], desc="profiling", unit="method", disable=not progress):
         op_profiles[c.name] = profile_ops(lambda c=c: c.run(profile_steps, clock), profile_steps, device)
     base_params = total_params(floor.model)
     median_s, mean_s, p10_s, p90_s, tokens_s = metrics.CLOCK_FIGURES[cfg.clock]  # CPU time has figures of its own

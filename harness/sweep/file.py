@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError
+from harness.plan import DEFAULT_RETENTION
 
 TOP_KEYS = ("model", "models", "methods", "tasks", "seeds", "per_task", "retention", "preset", "budget", "set",
             "select")
@@ -89,7 +90,7 @@ def load(path: Path, tune: str | None = None) -> Sweep:
         tasks=",".join(_names(data["tasks"], "tasks")),
         seeds=_seeds(data.get("seeds", [0]), "seeds"),
         per_task=bool(data.get("per_task", False)),
-        retention=str(data.get("retention", "auto")),
+        retention=str(data.get("retention", DEFAULT_RETENTION)),
         preset=data.get("preset"),
         common={**budget, **dict(data.get("set") or {})},
         select=_selection(select) if select else None,
