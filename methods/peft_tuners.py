@@ -6,6 +6,7 @@ nothing is re-implemented here.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -28,8 +29,8 @@ def _with_defaults(base: type, name: str, **defaults: Any) -> type:
     fields = []
     for key, value in defaults.items():
         meta = inherited[key].metadata
-        if isinstance(value, (list, dict, set)):
-            f = dataclasses.field(default_factory=lambda v=value: type(v)(v), metadata=meta)
+        if isinstance(value, (list, dict, set)) or dataclasses.is_dataclass(value):
+            f = dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v), metadata=meta)
         else:
             f = dataclasses.field(default=value, metadata=meta)
         fields.append((key, inherited[key].type, f))

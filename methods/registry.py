@@ -14,6 +14,7 @@ from methods.base import MethodSpec
 _MODULES = [
     "methods.full",
     "methods.peft_tuners",
+    "methods.peft_leaders",
     "methods.losia",
     "methods.galore",
     "methods.localized_lora",

@@ -67,6 +67,7 @@ def walk(name: str, config: object, folder: Path) -> tuple[list[float], list[flo
     return scores, loglikelihoods(reloaded, tok, REQUESTS, progress=False)
 
 
+@pytest.mark.slow  # about 1 s of CPU per tuner, 40 tuners: ~50 s on a quiet machine
 @pytest.mark.parametrize("peft_type", SUPPORTED)
 def test_tuner_trains_saves_and_rescores_identically(peft_type, tmp_path):
     spec = registry.get(f"peft:{peft_type.lower()}")
