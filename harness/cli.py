@@ -499,6 +499,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<22} {spec.description}{presets}")
             print(f"{'':<22} defaults: {_defaults(spec) or '(none)'}")
         print(f"{'peft:<type>':<22} any peft tuner built from its config class, e.g. peft:vera, peft:ia3, peft:gralora")
+        import peft
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+        from methods.peft_catalogue import status_lines
+
+        for line in status_lines(peft.__version__, list(PEFT_TYPE_TO_CONFIG_MAPPING)):
+            print(f"{'':<2}{line}")
     elif args.what == "tasks":
         from tasks import registry
 
