@@ -45,7 +45,7 @@ def _targets(model: nn.Module, cfg: Any) -> list[tuple[str, nn.Linear]]:
 class ShiraAdapted(PeftAdapted):
     """SHiRA with the rank it was actually built with recorded (see ``_adapt_shira``)."""
 
-    fitted: dict[str, Any] = {}
+    fitted: dict[str, Any]  # {"r_requested", "r_used"} when r was lowered, else empty
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), **self.fitted}

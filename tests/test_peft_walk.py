@@ -16,7 +16,6 @@ from pathlib import Path
 
 import peft
 import pytest
-import torch
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
 from harness.export import save_trained
@@ -26,6 +25,7 @@ from methods.base import Adapted, TrainContext
 from methods.peft_catalogue import TESTED_FILE, UNSUPPORTED, tested
 from methods.peft_tuners import _adapt_peft, causal_lm_config_class
 from tasks.likelihood import loglikelihoods
+from tests.test_methods import _one_step
 
 ALL_TYPES = sorted(PEFT_TYPE_TO_CONFIG_MAPPING)
 SUPPORTED = [t for t in ALL_TYPES if t not in UNSUPPORTED]
@@ -33,25 +33,12 @@ REQUESTS = [("Question: is the sky blue?\nAnswer:", " yes"), ("Question: is the 
             ("2 + 2 =", " 4"), ("The capital of France is", " Paris")]
 
 
-def _batch(seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, 512, (2, 12), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-
-
 def _train(adapted: Adapted, steps: int = 2) -> None:
-    """The driver's hook order, as in tests/test_methods.py; a non-finite loss is a failure."""
+    """The driver's hook order (tests/test_methods.py); a non-finite loss is a failure."""
     for step in range(steps):
-        adapted.before_step(step)
-        loss = adapted.model(**_batch(step)).loss
-        if not math.isfinite(float(loss)):
-            raise RuntimeError(f"loss is not finite ({float(loss)}) at step {step}")
-        loss.backward()
-        adapted.clip_gradients(1.0)
-        adapted.optimizer.step()
-        adapted.scheduler.step()
-        adapted.after_step(step)
-        adapted.zero_grad()
+        loss = _one_step(adapted, step)
+        if not math.isfinite(loss):
+            raise RuntimeError(f"loss is not finite ({loss}) at step {step}")
 
 
 def walk(name: str, config: object, folder: Path) -> tuple[list[float], list[float]]:
