@@ -342,7 +342,7 @@ def check_names(methods: str | None, tasks: str | None) -> None:
     from methods.registry import check_name
     from tasks.registry import expand
 
-    for name in _csv(methods or ""):
+    for name in comma_list(methods or ""):
         check_name(name)
     if tasks:
         expand(tasks)
@@ -503,6 +503,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<22} {spec.description}{presets}")
             print(f"{'':<22} defaults: {_defaults(spec) or '(none)'}")
         print(f"{'peft:<type>':<22} any peft tuner built from its config class, e.g. peft:vera, peft:ia3, peft:gralora")
+        import peft
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+        from methods.peft_catalogue import status_lines
+
+        for line in status_lines(peft.__version__, list(PEFT_TYPE_TO_CONFIG_MAPPING)):
+            print(f"{'':<2}{line}")
     elif args.what == "tasks":
         from tasks import registry
 

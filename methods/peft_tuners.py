@@ -6,12 +6,14 @@ nothing is re-implemented here.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
 from torch import nn
 
 from methods.base import Adapted, MethodConfigError, MethodSpec, TrainContext
+from methods.peft_catalogue import CAUSAL_LM_DEFAULTS, PEFT_PICKS_TARGETS, UNSUPPORTED
 from methods.targets import DECODER_LINEARS as ALL_LINEAR  # lm_head is never a default target
 
 # LLM-Adapters / DoRA commonsense settings (r 32, alpha 64, dropout 0.05) for the LoRA family
@@ -27,8 +29,8 @@ def _with_defaults(base: type, name: str, **defaults: Any) -> type:
     fields = []
     for key, value in defaults.items():
         meta = inherited[key].metadata
-        if isinstance(value, (list, dict, set)):
-            f = dataclasses.field(default_factory=lambda v=value: type(v)(v), metadata=meta)
+        if isinstance(value, (list, dict, set)) or dataclasses.is_dataclass(value):
+            f = dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v), metadata=meta)
         else:
             f = dataclasses.field(default=value, metadata=meta)
         fields.append((key, inherited[key].type, f))
@@ -96,8 +98,11 @@ class PeftAdapted(Adapted):
 def _adapt_peft(model: nn.Module, cfg: Any, ctx: TrainContext) -> Adapted:
     from peft import get_peft_model
 
-    if getattr(cfg, "target_modules", "unset") is None and getattr(cfg, "target_parameters", None) is None:
+    peft_picks = getattr(cfg, "peft_picks_targets", False)
+    if not peft_picks and getattr(cfg, "target_modules", "unset") is None and getattr(cfg, "target_parameters", None) is None:
         cfg.target_modules = list(ALL_LINEAR)
+    if hasattr(cfg, "adapter_layers") and cfg.adapter_layers is None:  # adaption prompt: every layer
+        cfg.adapter_layers = model.config.num_hidden_layers
     if hasattr(cfg, "total_step") and cfg.total_step is None:  # AdaLoRA's schedule needs the run length
         _fit_adalora_schedule(cfg, ctx.total_steps)
     if getattr(cfg, "task_type", None) is None:
@@ -156,6 +161,18 @@ def _specs() -> list[MethodSpec]:
     ]
 
 
+def causal_lm_config_class(key: str) -> type:
+    """peft's config class for tuner ``key`` with the causal LM defaults of ``peft_catalogue``."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    base = PEFT_TYPE_TO_CONFIG_MAPPING[key]
+    cls = _with_defaults(base, f"{base.__name__}Bench", **CAUSAL_LM_DEFAULTS.get(key, {}))
+    cls.peft_picks_targets = key in PEFT_PICKS_TARGETS
+    if any(f.name == "total_step" for f in dataclasses.fields(cls)):
+        cls = _deferred_total_step(cls)
+    return cls
+
+
 def generic_peft_spec(peft_type: str) -> MethodSpec:
     """``peft:<type>``: any peft tuner, built from its config class with ``--set`` values."""
     from peft import PeftType
@@ -163,11 +180,15 @@ def generic_peft_spec(peft_type: str) -> MethodSpec:
 
     key = peft_type.upper()
     if key not in PEFT_TYPE_TO_CONFIG_MAPPING:
-        valid = sorted(t.lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING)
+        valid = sorted(t.lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING if t not in UNSUPPORTED)
         raise LookupError(f"unknown method 'peft:{peft_type}': peft has no tuner {peft_type!r}; "
                             f"valid peft:<type>: {', '.join(valid)}")
-    cls = _with_defaults(PEFT_TYPE_TO_CONFIG_MAPPING[key], f"{PEFT_TYPE_TO_CONFIG_MAPPING[key].__name__}Bench")
-    doc = f"peft {PeftType(key).value} tuner with peft's defaults (targets default to all decoder linears)"
+    if key in UNSUPPORTED:
+        raise LookupError(f"method 'peft:{peft_type.lower()}' cannot run in this harness: {UNSUPPORTED[key][0]}")
+    cls = causal_lm_config_class(key)
+    changed = " with causal LM defaults" if key in CAUSAL_LM_DEFAULTS else ""
+    targets = "peft's own targets" if key in PEFT_PICKS_TARGETS else "targets default to all decoder linears"
+    doc = f"peft {PeftType(key).value} tuner with peft's defaults{changed} ({targets})"
     sizes = tuple(k for k in ("r", "rank") if k in {f.name for f in dataclasses.fields(cls)})
     return MethodSpec(f"peft:{peft_type.lower()}", doc, cls, _adapt_peft, size_keys=sizes, check_model=check_targets)
 

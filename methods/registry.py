@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 _MODULES: dict[str, tuple[str, ...]] = {
     "methods.full": ("full",),
     "methods.peft_tuners": ("lora", "dora", "pissa", "adalora"),
+    "methods.peft_leaders": ("hira", "shira", "miss", "rslora", "vera", "supertuning", "kasa"),
     "methods.losia": ("losia", "losia-pro"),
     "methods.galore": ("galore",),
     "methods.localized_lora": ("localized-lora", "localized-lora-diag"),

@@ -9,6 +9,16 @@ from methods import registry
 from methods.base import Adapted, TrainContext
 
 GENERIC = ["peft:vera", "peft:ia3", "peft:gralora"]
+# KaSA truncates r singular values of each weight: its r=32 needs layers wider than tiny-llama's
+# 32-wide v_proj (test_kasa_default_is_refused_on_tiny_llama)
+TINY = {"kasa": {"r": 16}}
+
+
+def _config(spec):
+    cfg = spec.default_config()
+    for key, value in TINY.get(spec.name, {}).items():
+        setattr(cfg, key, value)
+    return cfg
 
 
 def _batch(vocab: int = 512, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -37,7 +47,7 @@ def test_every_method_honours_the_contract(name):
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ctx = TrainContext(lr=1e-2, total_steps=4, warmup_steps=1,
                        calibration_batches=lambda: iter([_batch(seed=100 + i) for i in range(8)]))
-    adapted = spec.adapt(model, spec.default_config(), ctx)
+    adapted = spec.adapt(model, _config(spec), ctx)
     assert isinstance(adapted, Adapted)
     n = adapted.trainable_params()
     assert 0 < n <= sum(p.numel() for p in adapted.model.parameters())
@@ -52,11 +62,12 @@ def test_every_method_honours_the_contract(name):
     assert moved
 
 
-@pytest.mark.parametrize("name", ["lora", "dora", "pissa", "adalora"] + GENERIC)
+@pytest.mark.parametrize("name", ["lora", "dora", "pissa", "adalora", "hira", "shira", "miss", "rslora", "vera",
+                                  "supertuning", "kasa"] + GENERIC)
 def test_trainable_params_match_peft(name):
     spec = registry.get(name)
     model, _ = load_model("tiny-llama")
-    adapted = spec.adapt(model, spec.default_config(), TrainContext(total_steps=20))
+    adapted = spec.adapt(model, _config(spec), TrainContext(total_steps=20))
     trainable, _total = adapted.model.get_nb_trainable_parameters()
     assert adapted.trainable_params() == trainable
 
@@ -109,6 +120,13 @@ BAD_VALUES = {
     "localized-lora": "localized-lora.r=30",  # not divisible by num_blocks=4
     "localized-lora-diag": "localized-lora-diag.scaling=blockwise",
     "sensitivity-lora": "sensitivity-lora.beta=2",
+    "hira": "hira.r=0",
+    "shira": "shira.r=0",
+    "miss": "miss.mini_r=-1",
+    "rslora": "rslora.r=0",
+    "vera": "vera.r=0",
+    "supertuning": "supertuning.sparsity=1.0",
+    "kasa": "kasa.lora_alpha=0",
     "peft:vera": "peft:vera.r=0",
     "peft:ia3": "peft:ia3.target_modules=nosuch",
     "peft:gralora": "peft:gralora.gralora_k=0",  # peft: a positive integer
@@ -142,3 +160,34 @@ def test_method_configs_refuse_bad_values_with_method_config_error(name, values)
 
     with pytest.raises(MethodConfigError):
         registry.get(name).config_cls(**values)
+
+
+def test_kasa_default_is_refused_on_tiny_llama():
+    from methods.base import MethodConfigError
+
+    spec = registry.get("kasa")
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(MethodConfigError, match=r"r=32 must be below min\(d_in, d_out\) = 32 of .*v_proj"):
+        spec.check_model(model, spec.default_config())
+
+
+def test_shira_fits_its_rank_to_a_small_model_and_records_it():
+    spec = registry.get("shira")
+    model, _ = load_model("tiny-llama")
+    with pytest.warns(UserWarning, match="r=32 exceeds"):
+        adapted = spec.adapt(model, spec.default_config(), TrainContext())
+    assert adapted.record()["r_requested"] == 32
+    assert adapted.record()["r_used"] == 64 * 32 // (64 + 32) == adapted.model.peft_config["default"].r
+
+
+@pytest.mark.parametrize("name,key,value", [("hira", "r", 0), ("miss", "mini_r", -1), ("rslora", "r", "8"),
+                                            ("supertuning", "sparsity", 1.0), ("kasa", "lora_alpha", 0)])
+def test_leaders_refuse_bad_values_before_training(name, key, value):
+    from methods.base import MethodConfigError
+
+    spec = registry.get(name)
+    cfg = spec.default_config()
+    setattr(cfg, key, value)
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(MethodConfigError, match=key):
+        spec.check_model(model, cfg)
