@@ -87,6 +87,31 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
                    help="slurm: submitit backend (default: slurm where sbatch exists, else local processes)")
 
 
+def _add_ranks(p: argparse.ArgumentParser) -> None:
+    """One run on several processes (harness.distributed; README "One run on several GPUs")."""
+    from harness.distributed.launch import BACKENDS, DEFAULT_TIMEOUT_S
+
+    g = p.add_argument_group("processes", "one run on several processes, GPUs or machines (torch.distributed.run)")
+    g.add_argument("--nproc", type=int, default=1,
+                   help="processes per machine for each run: one per GPU on CUDA, at most one per core on CPU; the "
+                        "global batch is shared (default 1)")
+    g.add_argument("--nnodes", type=int, default=1, help="machines per run; needs --rdzv-endpoint (default 1)")
+    g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                   help="rendezvous of the run's machines (default: 127.0.0.1 and a free port, one machine)")
+    g.add_argument("--dist-backend", choices=BACKENDS, default="auto", help="auto (default): nccl on CUDA, gloo on CPU")
+    g.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help="a training collective waiting longer fails the run (a hung rank); default %(default)s")
+
+
+def _ranks(args: argparse.Namespace) -> Any:
+    """The ``--nproc`` settings, checked against this machine before anything runs."""
+    from harness.distributed.launch import Ranks, check
+
+    ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout)
+    check(ranks, args.device)
+    return ranks
+
+
 def _add_outputs(p: argparse.ArgumentParser) -> None:
     """What each run keeps and reports, besides its records (bench run and bench sweep)."""
     from harness.export import DEFAULT_SAVE, SAVE_KINDS
@@ -115,7 +140,7 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from harness.trackers import parse_report_to
 
     return options, job_for(args.out, args.device, not args.no_progress, args.command_line,
-                            getattr(args, "force", False), args.save, parse_report_to(args.report_to))
+                            getattr(args, "force", False), args.save, parse_report_to(args.report_to), _ranks(args))
 
 
 def _version() -> str:
@@ -157,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a trainer key (lr=3e-4, batch_size=4) or a method key (lora.r=16); repeatable")
     _add_outputs(run)
     _add_executor(run)
+    _add_ranks(run)
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     _add_baseline(run)
     run.set_defaults(func=cmd_run)
@@ -179,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_outputs(sweep)
     _add_executor(sweep)
+    _add_ranks(sweep)
     _add_baseline(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
@@ -190,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "adapter_config.json, as lm-eval's peft=")
     ev.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="evaluation key: eval_batch_size, num_beams, max_new_tokens (0 = task's), eval_limit")
+    _add_ranks(ev)
     ev.set_defaults(func=cmd_eval)
 
     cmp = sub.add_parser("compare", help="paired comparison of two methods on the same test items",
@@ -420,7 +448,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_model(model)
     if adapter:
         print(f"model {model} with adapter {adapter}")
-    record = eval_only(cfg, args.out, pick_device(args.device), not args.no_progress)
+    ranks = _ranks(args)
+    if ranks.several:  # rank 0 writes the record (harness.distributed)
+        from harness.executors import job_for
+        from harness.executors.base import run_resolved
+
+        record = run_resolved(cfg.resolved(), job_for(args.out, args.device, not args.no_progress, None, ranks=ranks))
+    else:
+        record = eval_only(cfg, args.out, pick_device(args.device), not args.no_progress)
     width = max([12, *(len(r["task"]) for r in record.get("evals", []))])  # names in full: a path's tail says nothing
     print(f"\n{'task':<{width}} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
     for r in record.get("evals", []):

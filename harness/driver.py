@@ -24,9 +24,10 @@ from typing import Any, Iterator
 
 import torch
 
-from harness import locks, machineload, metrics, records, safe_io
+from harness import distributed, locks, machineload, metrics, records, safe_io
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict, method_context
 from harness.data import TrainBatches
+from harness.distributed.team import end_of_training
 from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
                                 sequential_forgetting)
@@ -81,7 +82,7 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         torch.manual_seed(cfg.seed)
         spec = method_registry.get(cfg.method)
         run.record["data"] = _data_provenance(cfg)
-        model, tokenizer = _load(cfg, device)
+        model, tokenizer = load_for_run(cfg, device)
         run.record["base_params"] = base_params = total_params(model)
         # evaluate before
         if not run.stages_done:
@@ -91,7 +92,7 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         if cfg.retention_text:
             run.record["text_loss_before"] = text_loss(out, model, tokenizer, cfg, device)
         # adapt
-        first = _stage(cfg, 1, tokenizer, device, run.path)
+        first = build_stage(cfg, 1, tokenizer, device, run.path)
         calibration = MemoryProbe(device)
         t0 = time.perf_counter()
         with calibration.track():
@@ -99,6 +100,8 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         calibration_time_s = time.perf_counter() - t0
         if run.stages_done:
             adapted.load_state_dict(run.checkpoint())
+        if (team := distributed.current()) is not None:
+            team.start_from_rank0(adapted, cfg.seed)
         # stages
         results, probe = _train_stages(cfg, run, adapted, tokenizer, first, device, progress)
         # finish
@@ -126,7 +129,7 @@ def eval_only(cfg: RunConfig, out: Path, device: torch.device, progress: bool = 
     failure too) and added to the tidy table; returns the record."""
     run = RunFolder(cfg, out, device)
     with run.recording():
-        model, tokenizer = _load(cfg, device)
+        model, tokenizer = load_for_run(cfg, device)
         for name in cfg.eval_tasks:
             run.add_eval(*evaluate_task(model, tokenizer, name, cfg, metrics.EVAL, device, progress))
     records.rebuild_table(out)
@@ -147,7 +150,8 @@ def _data_provenance(cfg: RunConfig) -> dict[str, dict[str, Any]]:
             for d in [task_registry.load(task_registry.get(name))]}
 
 
-def _load(cfg: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
+def load_for_run(cfg: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """The run's model (with its ``--adapter``, if any) on ``device``, and its tokenizer."""
     model, tokenizer = load_model(cfg.model, adapter=cfg.adapter)
     return model.to(device), tokenizer
 
@@ -165,7 +169,7 @@ class Stage:
     ctx: TrainContext
 
 
-def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device, run_dir: Path) -> Stage:
+def build_stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device, run_dir: Path | None) -> Stage:
     """Stage ``number`` (1-based): batches of its tasks' training items (in the protocol's text,
     held-out validation items left out), seeded ``seed + number - 1``, and the method context over
     its steps (the run folder is where a method may write its own files). Built when the stage
@@ -195,8 +199,9 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
     loads: list[dict[str, Any]] = []  # machine load per training (harness.machineload)
     probe = MemoryProbe(device)
     count = len(cfg.stages())
+    team = distributed.current()  # several processes: this is rank 0 (harness.distributed.follower)
     for number in range(run.stages_done + 1, count + 1):
-        stage = first if number == 1 else _stage(cfg, number, tokenizer, device, run.path)
+        stage = first if number == 1 else build_stage(cfg, number, tokenizer, device, run.path)
         if number > 1:
             adapted.start_stage(stage.ctx)
         # the first stage trained here profiles its last timing warm-up step (excluded from timing)
@@ -204,7 +209,7 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
         tag = stage.number if cfg.sequence else None
         with probe.track(), machineload.track() as load:
             result = train(adapted, stage.batches, stage.steps, device, stage.ctx.grad_clip, cfg.train.precision,
-                           profile_step, progress, on_step=lambda step, tag=tag: run.add_step(step, tag))
+                           profile_step, progress, on_step=lambda step, tag=tag: run.add_step(step, tag), team=team)
         results.append(result)
         loads.append(load)
         phase = metrics.stage(stage.number) if cfg.sequence else metrics.AFTER
@@ -215,6 +220,8 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
                              adapted.state_dict() if number < count else None)
     if loads:
         run.record["load"] = machineload.combine(loads)
+    if team is not None:
+        run.record["distributed"] = end_of_training(team, adapted, probe)
     return results, probe
 
 
@@ -329,6 +336,7 @@ def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, cali
         **first.profile,
         "final_loss": sum(s["loss"] for s in last) / len(last),
         "steps": len(steps),
+        **({"comm_bytes_per_step": sum(s["comm_bytes"] for s in steps) / len(steps)} if "comm_bytes" in steps[0] else {}),
     }
     return {k: (v, metrics.unit(k)) for k, v in figures.items()}
 
