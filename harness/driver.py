@@ -129,6 +129,8 @@ def eval_only(cfg: RunConfig, out: Path, device: torch.device, progress: bool = 
     failure too) and added to the tidy table; returns the record."""
     run = RunFolder(cfg, out, device)
     with run.recording():
+        if (team := distributed.current()) is not None:
+            run.record["distributed"] = team.describe()
         model, tokenizer = load_for_run(cfg, device)
         for name in cfg.eval_tasks:
             run.add_eval(*evaluate_task(model, tokenizer, name, cfg, metrics.EVAL, device, progress))

@@ -158,6 +158,9 @@ _FIGURES = [
            "bytes of storages saved for backward in one profiled step, parameters excluded", fixed(1), MIB),
     Metric("flops_per_step", "flops", False, "FLOPs/step",
            "FLOPs of one profiled step (torch.utils.flop_counter)", human_count),
+    Metric("comm_bytes_per_step", "bytes", False, "Comm (MiB/step)",
+           "bytes passed to collectives inside an optimizer step, counted where issued (gradient all-reduce "
+           "buckets and the loss), mean over the steps; runs on several processes only", fixed(2), MIB),
     # size and progress
     Metric("trainable_params", "count", False, "Trainable", "parameters the method trains", human_count),
     Metric("trainable_pct", "%", False, "Trainable %", "trainable parameters over the base model's", fixed(3)),

@@ -35,8 +35,8 @@ TIDY_COLUMNS = [
 
 # the run's settings, one column each beside the figures (plus the methods' size keys, e.g. r,
 # rank_factor): "accuracy by lr" is a groupby on results.csv, no join with every run.json
-SETTING_COLUMNS = ["label", "lr", "batch_size", "steps", "max_length", "device", "git_commit"]
-INTEGER_COLUMNS = ("seed", "n", "eval_limit", "shots", "batch_size", "steps", "max_length")
+SETTING_COLUMNS = ["label", "lr", "batch_size", "steps", "max_length", "device", "world_size", "nodes", "git_commit"]
+INTEGER_COLUMNS = ("seed", "n", "eval_limit", "shots", "batch_size", "steps", "max_length", "world_size", "nodes")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -148,10 +148,12 @@ def _size_keys(method: str) -> tuple[str, ...]:
 
 def run_settings(record: dict[str, Any]) -> dict[str, Any]:
     """The run's settings as columns: training budget (none for an evaluation-only run), the
-    method's size keys, where it ran and at which commit."""
+    method's size keys, where it ran (on how many processes and machines) and at which commit."""
     cfg, env = record["config"], record.get("environment", {})
     dev = env.get("device", {})
+    team = record.get("distributed", {})  # absent: one process
     out: dict[str, Any] = {"device": f"{dev['type']}: {dev.get('name')}" if dev else None,
+                           "world_size": team.get("world_size", 1), "nodes": team.get("nodes", 1),
                            "git_commit": env.get("git_commit")}
     if cfg.get("train_tasks"):
         train = cfg["train"]
