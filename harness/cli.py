@@ -107,8 +107,12 @@ def _ranks(args: argparse.Namespace) -> Any:
     """The ``--nproc`` settings, checked against this machine before anything runs."""
     from harness.distributed.launch import Ranks, check
 
+    from harness.config import ConfigError
+
     ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout)
-    check(ranks, args.device)
+    check(ranks, args.device, here=getattr(args, "executor", "local") in ("local", "inline"))
+    if ranks.several and getattr(args, "sequence", None):  # the other ranks cannot resume a sequence yet
+        raise ConfigError("--sequence runs on one process; drop --nproc/--nnodes")
     return ranks
 
 
@@ -128,9 +132,12 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from harness.environment import pick_device
     from harness.executors import get, job_for
     from harness.executors.base import ExecutorOptions
+    from harness.config import ConfigError
     from harness.safe_io import check_out
 
     get(args.executor)  # a missing optional package is reported now, before anything runs
+    if args.executor == "ray" and args.nnodes > 1:
+        raise ConfigError("--executor ray runs each run on one node: --nnodes 1 (or --executor slurm)")
     if args.executor in ("local", "inline"):
         pick_device(args.device)  # an unavailable device too (a cluster node may have one)
     check_out(args.out)

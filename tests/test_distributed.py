@@ -9,10 +9,15 @@ are two draws of the same training, not one trajectory.
 """
 from __future__ import annotations
 
-import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -78,3 +83,95 @@ def test_two_processes_train_as_one(tmp_path, method):
     assert len(set(record["distributed"]["checksums"])) == 1
     if method.startswith("losia"):
         assert (one / "subnets.jsonl").read_text() == (two / "subnets.jsonl").read_text()
+
+
+# -- refused before anything starts ------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--nproc", "100000"], ["--nproc", "100000", "core"]),
+    (["--nproc", "0"], ["--nproc", "0"]),
+    (["--nproc", "2", "--dist-backend", "nccl"], ["nccl", "CUDA"]),
+    (["--nproc", "2", "--nnodes", "2"], ["--rdzv-endpoint"]),
+    (["--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "nohost"], ["HOST:PORT"]),
+])
+def test_ranks_this_machine_cannot_run_are_one_line(tmp_path, capsys, extra, needles):
+    from tests.test_faults import assert_one_line_error, bench
+
+    if "nccl" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = bench(capsys, *BASE, "--methods", "lora", "--out", tmp_path, *extra)
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+# -- a rank that dies --------------------------------------------------------------------------
+
+def _kill_rank_one(out: Path, bench: psutil.Process, killed: list[int], stop: threading.Event) -> None:
+    """Once the first run has logged a step, kill its rank 1 (SIGKILL, as the OOM killer would)."""
+    while not stop.is_set():
+        if any(f.stat().st_size for f in out.glob("runs/*/steps.jsonl")):
+            for proc in bench.children(recursive=True):
+                try:
+                    if proc.environ().get("LOCAL_RANK") == "1":
+                        proc.send_signal(signal.SIGKILL)
+                        killed.append(proc.pid)
+                        return
+                except psutil.Error:
+                    continue
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@needs_two_cores
+def test_a_killed_rank_fails_its_run_quickly_the_grid_goes_on_and_nothing_is_left(tmp_path):
+    out = tmp_path / "out"
+    base = [a if a != "adapter" else "none" for a in BASE]  # --save none
+    argv = [sys.executable, "-m", "harness.cli", *base, "--methods", "lora,full", "--out", str(out),
+            "--nproc", "2", "--set", "max_steps=80"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bench = psutil.Process(proc.pid)
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_rank_one, args=(out, bench, killed, stop))
+    watcher.start()
+    descendants: set[psutil.Process] = set()
+    try:
+        while proc.poll() is None and not killed:
+            descendants.update(bench.children(recursive=True))
+            time.sleep(0.05)
+        descendants.update(_children(bench))
+        t_kill = time.monotonic()
+        first_done = _wait_for_status(out, "lora", t_kill + 60)
+        elapsed = time.monotonic() - t_kill
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        stop.set()
+        watcher.join()
+        if proc.poll() is None:
+            proc.kill()
+    assert killed, output
+    assert first_done == "failed", output
+    assert elapsed < 60, f"the killed rank's run was recorded failed after {elapsed:.0f} s"
+    statuses = {records.read_run(f / "run.json")["config"]["method"]: records.read_run(f / "run.json")["status"]
+                for f in (out / "runs").iterdir()}
+    assert statuses == {"lora": "failed", "full": "ok"}, output
+    left = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _wait_for_status(out: Path, method: str, deadline: float) -> str | None:
+    """The status of ``method``'s run once it is ok or failed (None at the deadline)."""
+    while time.monotonic() < deadline:
+        for folder in out.glob("runs/*"):
+            record = records.read_run(folder / "run.json") if (folder / "run.json").exists() else None
+            if record and record["config"]["method"] == method and record["status"] in ("ok", "failed"):
+                return record["status"]
+        time.sleep(0.1)
+    return None

@@ -3,7 +3,7 @@
 Rank 0 runs ``driver.run_one`` (evaluations, records, saving). Every other rank builds the same
 model, adapts it with the same method context (no run folder: rank 0 is the only writer), trains
 the same stages on its share of every step, and meets rank 0 in the same collectives, in the same
-order: the broadcast of rank 0's trainable parameters after ``adapt``, one barrier before each
+order: the broadcast of rank 0's trainable parameters after ``adapt``, the barrier before
 training, the per-step collectives, and ``end_of_training``.
 """
 from __future__ import annotations
@@ -31,11 +31,7 @@ def follow(cfg: RunConfig, team: Team) -> None:
     adapted = spec.adapt(model, config_from_dict(spec.config_cls, cfg.method_config), first.ctx)
     team.start_from_rank0(adapted, cfg.seed)
     probe = MemoryProbe(device)
-    for number in range(1, len(cfg.stages()) + 1):
-        stage = first if number == 1 else driver.build_stage(cfg, number, tokenizer, device, None)
-        if number > 1:
-            adapted.start_stage(stage.ctx)
-        with probe.track():
-            train(adapted, stage.batches, stage.steps, device, stage.ctx.grad_clip, cfg.train.precision,
-                  profile_step=-1, progress=False, team=team)
+    with probe.track():  # one stage: a --sequence runs on one process (harness.cli refuses it)
+        train(adapted, first.batches, first.steps, device, first.ctx.grad_clip, cfg.train.precision,
+              profile_step=-1, progress=False, team=team)
     end_of_training(team, adapted, probe)

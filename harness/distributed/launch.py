@@ -43,8 +43,9 @@ class Ranks:
         return self.world_size > 1
 
 
-def check(ranks: Ranks, device: str) -> None:
-    """Refuse, in one line and before anything starts, ranks this machine cannot run."""
+def check(ranks: Ranks, device: str, here: bool = True) -> None:
+    """Refuse, in one line and before anything starts, ranks that cannot run: bad values, and with
+    ``here`` (the runs execute on this machine) more ranks than its GPUs or cores."""
     import torch
 
     from harness.config import ConfigError
@@ -62,6 +63,8 @@ def check(ranks: Ranks, device: str) -> None:
         raise ConfigError(f"--nnodes {ranks.nnodes} needs --rdzv-endpoint HOST:PORT (a machine every node reaches)")
     if ranks.rdzv_endpoint and not _endpoint_ok(ranks.rdzv_endpoint):
         raise ConfigError(f"--rdzv-endpoint {ranks.rdzv_endpoint!r}: expected HOST:PORT")
+    if not here:
+        return
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if ranks.backend == "nccl" and not torch.cuda.is_available():
         raise ConfigError("--dist-backend nccl needs CUDA, which this torch does not see; use gloo (CPU)")

@@ -1,5 +1,6 @@
 """``python -m harness.distributed.worker RUN_FILE``: one rank of a run, as torch.distributed.run
-starts it (``launch.run_ranks``; under Slurm, ``srun`` starts it once per rank).
+starts it (``launch.run_ranks``); under the Slurm executor, ``slurm_task`` in each of the job's
+tasks (one per rank, started by ``srun``).
 
 Rank 0 runs the driver (``driver.run_one``: evaluations, the record, saving: the only writer);
 every other rank follows it (``follower.follow``). Exit code 0 when the rank's part succeeded, 3
@@ -30,15 +31,26 @@ def rank_device(device: str) -> torch.device:
     return picked
 
 
-def slurm_environment() -> None:
-    """Under ``srun`` (one task per rank, no launcher): torch.distributed's variables from Slurm's."""
-    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
-        return
-    os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=os.environ["SLURM_NTASKS"],
-                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
+def slurm_task(spec: dict[str, Any]) -> int:
+    """One rank as a task of a Slurm job (``srun`` starts one task per rank, on every node; the
+    Slurm executor submits this through submitit): torch.distributed's variables from the job's,
+    the rendezvous on the job's first node at a port derived from the job id."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
+                      MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(20000 + int(str(env.job_id).split("_")[0]) % 20000))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return run_rank(spec, launcher_parent=False)
 
 
 def main(argv: list[str]) -> int:
+    return run_rank(json.loads(Path(argv[0]).read_text()))
+
+
+def run_rank(spec: dict[str, Any], launcher_parent: bool = True) -> int:
+    """This process's part of the run ``spec`` (its settings, the job's, the ranks'); returns the
+    exit code. ``launcher_parent``: the parent is torch.distributed.run, which this rank dies with."""
     from harness import distributed
     from harness.config import run_config_from_dict
     from harness.distributed.launch import Ranks, backend_for
@@ -46,11 +58,10 @@ def main(argv: list[str]) -> int:
     from harness.executors.base import job_from_fields
     from harness.executors.lifeline import die_with_parent
 
-    die_with_parent(os.getppid())  # the launcher: a rank never outlives it
-    spec: dict[str, Any] = json.loads(Path(argv[0]).read_text())
+    if launcher_parent:
+        die_with_parent(os.getppid())  # the launcher: a rank never outlives it
     job, ranks = job_from_fields(spec["job"]), Ranks(**spec["ranks"])
     os.environ.update(job.env)
-    slurm_environment()
     device = rank_device(job.device)
     team = Team.from_environment(device, ranks.nnodes, ranks.timeout_s, backend_for(ranks, device.type))
     distributed.join(team)
