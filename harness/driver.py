@@ -91,6 +91,8 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
                 run.add_eval({**summary, "cached": hit}, samples)
         if cfg.retention_text:
             run.record["text_loss_before"] = text_loss(out, model, tokenizer, cfg, device)
+        if (team := distributed.current()) is not None:
+            team.instruct(distributed.CONTINUE)  # the other ranks go on to adapt (follower.follow)
         # adapt
         first = build_stage(cfg, 1, tokenizer, device, run.path)
         calibration = MemoryProbe(device)
@@ -100,7 +102,7 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         calibration_time_s = time.perf_counter() - t0
         if run.stages_done:
             adapted.load_state_dict(run.checkpoint())
-        if (team := distributed.current()) is not None:
+        if team is not None:
             team.start_from_rank0(adapted, cfg.seed)
         # stages
         results, probe = _train_stages(cfg, run, adapted, tokenizer, first, device, progress)
@@ -111,6 +113,8 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
                                             validation_items(cfg, name)))
         if cfg.retention_text:
             run.record["text_loss_after"] = text_loss(None, adapted.for_eval(), tokenizer, cfg, device)
+        if team is not None:
+            team.instruct(distributed.CONTINUE)  # the other ranks are done
         run.record["derived"] = derived_metrics(cfg, run.record["evals"], run.record)
         run.record["costs"] = (_costs(results, cfg.train, probe, calibration_time_s, adapted, base_params)
                                if results else {})
@@ -134,6 +138,8 @@ def eval_only(cfg: RunConfig, out: Path, device: torch.device, progress: bool = 
         model, tokenizer = load_for_run(cfg, device)
         for name in cfg.eval_tasks:
             run.add_eval(*evaluate_task(model, tokenizer, name, cfg, metrics.EVAL, device, progress))
+        if team is not None:
+            team.instruct(distributed.CONTINUE)
     records.rebuild_table(out)
     return run.record
 
@@ -214,6 +220,8 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
                            profile_step, progress, on_step=lambda step, tag=tag: run.add_step(step, tag), team=team)
         results.append(result)
         loads.append(load)
+        if team is not None:  # one stage: --sequence runs on one process
+            run.record["distributed"] = end_of_training(team, adapted, probe)
         phase = metrics.stage(stage.number) if cfg.sequence else metrics.AFTER
         for name in _eval_names(cfg):
             run.add_eval(*evaluate_task(adapted.for_eval(), tokenizer, name, cfg, phase, device, progress))
@@ -222,8 +230,6 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
                              adapted.state_dict() if number < count else None)
     if loads:
         run.record["load"] = machineload.combine(loads)
-    if team is not None:
-        run.record["distributed"] = end_of_training(team, adapted, probe)
     return results, probe
 
 
@@ -248,12 +254,15 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
     task = task_registry.get(task_name)
     data = task_registry.load(task)
     ec = cfg.eval
+    team = distributed.current() if protocols.backend_for(task, cfg.backend) == "native" else None
+    if team is not None and team.rank == 0:  # every rank scores some batches (follower.serve)
+        team.instruct(("evaluate", task_name, phase, items))
     if items is None:  # the test items; validation passes its held-out training items
         items = data.test[:ec.eval_limit] if ec.eval_limit else data.test
     settings = protocols.EvalSettings(batch_size=ec.eval_batch_size, device=device, progress=progress,
                                       num_beams=ec.num_beams, max_new_tokens=ec.max_new_tokens,
                                       workdir=cache_dir(), limit=ec.eval_limit, num_fewshot=cfg.num_fewshot,
-                                      apply_chat_template=cfg.apply_chat_template)
+                                      apply_chat_template=cfg.apply_chat_template, share=team)
     ev = protocols.evaluate(cfg.backend, cfg.protocol, model, tokenizer, task, items, settings)
     summary = {"task": task_name, "phase": phase, "metrics": ev.metrics, "protocol": ev.protocol,
                "backend": protocols.backend_for(task, cfg.backend), "prompt": ev.prompt, "shots": ev.shots,

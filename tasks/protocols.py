@@ -36,7 +36,7 @@ def likelihood_train_pair(task: Task, ex: Example) -> tuple[str, str]:
 def likelihood_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: Sequence[Example],
                         settings: EvalSettings) -> Evaluation:
     samples = likelihood.score(model, tokenizer, task, examples, batch_size=settings.batch_size,
-                               device=settings.device, progress=settings.progress)
+                               device=settings.device, progress=settings.progress, share=settings.share)
     keys = {"acc": "correct", "acc_norm": "correct_norm"}
     return Evaluation(samples, [metric(name, samples, keys[name]) for name in task.metrics], "likelihood",
                       likelihood_prompt(task))
@@ -53,7 +53,8 @@ def generation_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: 
                         settings: EvalSettings) -> Evaluation:
     samples = generation.evaluate(model, tokenizer, task, examples, batch_size=settings.batch_size,
                                   device=settings.device, progress=settings.progress,
-                                  num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens)
+                                  num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
+                                  share=settings.share)
     return Evaluation(samples, [metric("acc", samples, "correct")], "generate", generation_prompt(task, settings),
                       extra={"num_beams": settings.num_beams,
                              "max_new_tokens": settings.max_new_tokens or task.max_new_tokens})

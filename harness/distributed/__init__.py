@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # importing this package must not import torch (bench --help stays fast)
     from harness.distributed.team import Team
 
+CONTINUE = "continue"  # rank 0's instruction to the other ranks: go on with the recipe
+
 _CURRENT: Team | None = None
 
 

@@ -69,6 +69,29 @@ class Team:
                 dist.broadcast(p.data, 0)
         torch.manual_seed(seed + 7919 * self.rank)
 
+    # -- evaluation: rank 0 says what to evaluate, every rank scores some batches -----------------
+    def instruct(self, instruction: Any) -> None:
+        """Rank 0: tell the other ranks what comes next (``follower.serve`` executes it); on the
+        default group, so ranks wait for it as long as rank 0 works alone."""
+        dist.broadcast_object_list([instruction], src=0)
+
+    def receive(self) -> Any:
+        """A rank other than 0: the next instruction from rank 0."""
+        box: list[Any] = [None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def mine(self, count: int) -> range:
+        """``tasks.sharing``: of ``count`` evaluation batches, this rank scores ``r, r+W, r+2W, ...``
+        (they are sorted by length, so the ranks' work is balanced)."""
+        return range(self.rank, count, self.world_size)
+
+    def gather(self, part: list[Any]) -> list[Any]:
+        """``tasks.sharing``: every rank's evaluation results, in rank order, on every rank."""
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, part)
+        return [x for p in parts for x in p]
+
     # -- each rank's share of a step ------------------------------------------------------------
     def share(self, micro_batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float]:
         """This rank's rows of ``micro_batch`` and the factor its mean loss is multiplied by, so that
