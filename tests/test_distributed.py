@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load_file
 
 from harness import cli, records
+from harness.distributed.team import Team, _buckets
+from tasks.sharing import in_batch_order
 
 TOL = 1e-5
 BASE = ["run", "--model", "tiny-llama", "--tasks", "synthetic", "--max-steps", "6", "--set", "batch_size=8",
@@ -83,6 +85,58 @@ def test_two_processes_train_as_one(tmp_path, method):
     assert len(set(record["distributed"]["checksums"])) == 1
     if method.startswith("losia"):
         assert (one / "subnets.jsonl").read_text() == (two / "subnets.jsonl").read_text()
+
+
+@pytest.mark.slow
+@needs_two_cores
+def test_evaluation_on_two_processes_writes_the_samples_of_one(tmp_path):
+    argv = ["eval", "--model", "tiny-llama", "--tasks", "synthetic", "--eval-limit", "40", "--set", "eval_batch_size=8",
+            "--no-progress", "--device", "cpu"]
+    for n in (1, 2):
+        assert cli.main([*argv, "--out", str(tmp_path / str(n)), "--nproc", str(n)]) == 0
+    [one], [two] = (list((tmp_path / n).glob("runs/*/samples/eval/synthetic.jsonl")) for n in "12")
+    assert len(records.read_jsonl(one)) == 40
+    assert one.read_bytes() == two.read_bytes()
+    assert records.read_run(two.parents[3] / "run.json")["distributed"]["world_size"] == 2
+
+
+# -- the pieces, without processes ---------------------------------------------------------------
+
+def test_shares_of_a_micro_batch_cover_it_and_weigh_the_loss_as_one_process():
+    labels = torch.tensor([[-100, 5, 6, 7], [-100, -100, 8, -100], [1, 2, 3, 4], [-100, -100, -100, -100]])
+    batch = {"input_ids": torch.arange(16).view(4, 4), "attention_mask": torch.ones(4, 4), "labels": labels}
+    shares = [Team(r, 2, 1, "gloo", torch.device("cpu")).share(batch) for r in range(2)]
+    assert torch.equal(torch.cat([part["labels"] for part, _ in shares]), labels)
+    # loss tokens (labels shifted by one): rank 0 has 3 + 1, rank 1 has 3 + 0, of 7
+    assert [weight for _, weight in shares] == [2 * 4 / 7, 2 * 3 / 7]
+    with pytest.raises(ValueError, match="3 examples"):
+        Team(0, 2, 1, "gloo", torch.device("cpu")).share({k: v[:3] for k, v in batch.items()})
+
+
+def test_gradient_buckets_keep_order_dtype_and_size():
+    tensors = [torch.zeros(10), torch.zeros(10), torch.zeros(30), torch.zeros(5, dtype=torch.float64), torch.zeros(2)]
+    sizes = [[t.numel() for t in bucket] for bucket in _buckets(tensors, cap=100)]
+    assert sizes == [[10, 10], [30], [5], [2]]
+
+
+class _HalfShare:
+    """Rank 0 of two: the odd batches are "the other rank's", computed here when gathered."""
+
+    def __init__(self, compute):
+        self.compute = compute
+
+    def mine(self, count):
+        return range(0, count, 2)
+
+    def gather(self, part):
+        return part + [(i, self.compute(i)) for i in range(1, 7, 2)]
+
+
+def test_batches_shared_by_ranks_come_back_in_batch_order():
+    def compute(i):
+        return i * i
+
+    assert in_batch_order(compute, 7, _HalfShare(compute)) == in_batch_order(compute, 7, None)
 
 
 # -- refused before anything starts ------------------------------------------------------------
@@ -150,6 +204,7 @@ def test_a_killed_rank_fails_its_run_quickly_the_grid_goes_on_and_nothing_is_lef
         if proc.poll() is None:
             proc.kill()
     assert killed, output
+    print(f"killed rank 1 (pid {killed[0]}): run recorded failed after {elapsed:.1f} s")
     assert first_done == "failed", output
     assert elapsed < 60, f"the killed rank's run was recorded failed after {elapsed:.0f} s"
     statuses = {records.read_run(f / "run.json")["config"]["method"]: records.read_run(f / "run.json")["status"]
