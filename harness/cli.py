@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--set", dest="sets", action="append", default=None, metavar="KEY=VALUE",
                       help="method or trainer override, as for bench run (e.g. lora.r=32, losia-pro.period=10)")
     perf.add_argument("--device", default="auto")
+    _add_ranks(perf)
     perf.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     perf.add_argument("--check", type=Path, default=None, metavar="BASELINE.json",
                       help="compare with a baseline; exit 1 when a method regresses beyond tolerance")

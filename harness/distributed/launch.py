@@ -19,6 +19,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 BACKENDS = ("auto", "gloo", "nccl")
 DEFAULT_TIMEOUT_S = 600.0  # a training collective waiting longer than this fails the run (a hung rank)
@@ -120,15 +121,16 @@ def _loopback() -> str:
     return "lo" if "lo" in names or not names else names[0]
 
 
-def run_ranks(resolved: dict, job_fields: dict, ranks: Ranks, run_id: str, timeout_s: float | None = None) -> str:
-    """Start the run's ranks through torch.distributed.run and wait for them; returns how they ended,
-    in words ("" when every rank exited 0). Interrupted (Ctrl-C), every rank is ended first."""
+def run_ranks(spec: dict[str, Any], ranks: Ranks, name: str, timeout_s: float | None = None) -> str:
+    """Start the ranks of ``spec`` (``harness.distributed.worker``: a run, or ``bench perf``'s
+    measurement) through torch.distributed.run and wait for them; returns how they ended, in words
+    ("" when every rank exited 0). Interrupted (Ctrl-C), every rank is ended first."""
     from harness.executors.lifeline import die_with_parent
 
     with tempfile.TemporaryDirectory(prefix="peft-bench-ranks-") as tmp:
         run_file = Path(tmp) / "run.json"
-        run_file.write_text(json.dumps({"run": resolved, "job": job_fields, "ranks": asdict(ranks)}))
-        proc = subprocess.Popen(command(ranks, run_file, run_id), env=rank_env(ranks), start_new_session=True,
+        run_file.write_text(json.dumps({**spec, "ranks": asdict(ranks)}))
+        proc = subprocess.Popen(command(ranks, run_file, name), env=rank_env(ranks), start_new_session=True,
                                 preexec_fn=die_with_parent)
         try:
             code = proc.wait(timeout=timeout_s)

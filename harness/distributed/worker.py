@@ -60,6 +60,8 @@ def run_rank(spec: dict[str, Any], launcher_parent: bool = True) -> int:
 
     if launcher_parent:
         die_with_parent(os.getppid())  # the launcher: a rank never outlives it
+    if "perf" in spec:
+        return _perf_rank(spec)
     job, ranks = job_from_fields(spec["job"]), Ranks(**spec["ranks"])
     os.environ.update(job.env)
     device = rank_device(job.device)
@@ -83,6 +85,31 @@ def run_rank(spec: dict[str, Any], launcher_parent: bool = True) -> int:
     except Exception:  # noqa: BLE001 - a follower's failure: said here, recorded by rank 0 or settle
         traceback.print_exc()
         return 1
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _perf_rank(spec: dict[str, Any]) -> int:
+    """``bench perf --nproc N``: every rank measures (``harness.perf.timing``, which takes the
+    slowest rank's step times); rank 0 writes the result where ``spec["result"]`` says."""
+    import dataclasses
+
+    from harness import distributed
+    from harness.distributed.launch import Ranks, backend_for
+    from harness.distributed.team import Team
+    from harness.perf.timing import measure, perf_config_from_dict, write_json
+
+    cfg = perf_config_from_dict(spec["perf"])
+    ranks = Ranks(**spec["ranks"])
+    device = rank_device(cfg.device)
+    team = Team.from_environment(device, ranks.nnodes, ranks.timeout_s, backend_for(ranks, device.type))
+    distributed.join(team)
+    try:
+        result = measure(dataclasses.replace(cfg, device=str(device)), progress=False,
+                         profile_steps=spec.get("profile_steps", 0))
+        if team.rank == 0:
+            write_json(result, Path(spec["result"]))
+        return 0
     finally:
         torch.distributed.destroy_process_group()
 

@@ -68,7 +68,7 @@ def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
 
     if job.ranks.several:
         cfg = run_config_from_dict(resolved)
-        how = run_ranks(resolved, job_fields(job), job.ranks, cfg.run_id)
+        how = run_ranks({"run": resolved, "job": job_fields(job)}, job.ranks, cfg.run_id)
         return settle(cfg, job.out, how)
     from harness.environment import pick_device
 
