@@ -353,6 +353,7 @@ def _budget_line(plans: list[Any]) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness import launch, plan, records
+    from harness.distributed.launch import check_shares
     from harness.models import check_model, model_info
     from reports.block import end_of_run
 
@@ -365,6 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if note:
         print(f"model {args.model}: {note}")
     options, job = _executor_setup(args)
+    check_shares(job.ranks, [cfg.train.micro() for cfg in plans if cfg.train_tasks])
     # bench run reruns failed runs (a command repeated after a fix); a sweep does so only when asked
     failed = launch.launch(plans, args.executor, options, job, force=args.force, retry_failed=True)
     df = records.rebuild_table(out)

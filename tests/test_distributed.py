@@ -147,6 +147,8 @@ def test_batches_shared_by_ranks_come_back_in_batch_order():
     (["--nproc", "2", "--dist-backend", "nccl"], ["nccl", "CUDA"]),
     (["--nproc", "2", "--nnodes", "2"], ["--rdzv-endpoint"]),
     (["--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "nohost"], ["HOST:PORT"]),
+    (["--nproc", "2", "--set", "batch_size=3"], ["3 examples", "2 processes"]),
+    (["--nproc", "2", "--sequence", "synthetic,synthetic"], ["--sequence"]),
 ])
 def test_ranks_this_machine_cannot_run_are_one_line(tmp_path, capsys, extra, needles):
     from tests.test_faults import assert_one_line_error, bench

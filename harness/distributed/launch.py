@@ -81,6 +81,16 @@ def check(ranks: Ranks, device: str, here: bool = True) -> None:
                           "at most one rank per core")
 
 
+def check_shares(ranks: Ranks, micro_batch_sizes: list[int]) -> None:
+    """Every micro-batch must split evenly over the ranks (each takes the same number of rows)."""
+    bad = sorted({m for m in micro_batch_sizes if m % ranks.world_size})
+    if ranks.several and bad:
+        from harness.config import ConfigError
+
+        raise ConfigError(f"micro-batches of {bad[0]} examples cannot be shared by {ranks.world_size} processes: "
+                          f"set batch_size (or micro_batch_size) to a multiple of {ranks.world_size}")
+
+
 def backend_for(ranks: Ranks, device_type: str) -> str:
     return ranks.backend if ranks.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
 
