@@ -162,14 +162,15 @@ def test_ranks_this_machine_cannot_run_are_one_line(tmp_path, capsys, extra, nee
 
 # -- a rank that dies --------------------------------------------------------------------------
 
-def _kill_rank_one(out: Path, bench: psutil.Process, killed: list[int], stop: threading.Event) -> None:
-    """Once the first run has logged a step, kill its rank 1 (SIGKILL, as the OOM killer would)."""
+def _signal_rank_one(out: Path, bench: psutil.Process, sig: int, killed: list[int], stop: threading.Event) -> None:
+    """Once the first run has logged a step, send ``sig`` to its rank 1 (SIGKILL: as the OOM killer
+    would; SIGSTOP: a hung rank)."""
     while not stop.is_set():
         if any(f.stat().st_size for f in out.glob("runs/*/steps.jsonl")):
             for proc in bench.children(recursive=True):
                 try:
                     if proc.environ().get("LOCAL_RANK") == "1":
-                        proc.send_signal(signal.SIGKILL)
+                        proc.send_signal(sig)
                         killed.append(proc.pid)
                         return
                 except psutil.Error:
@@ -179,16 +180,18 @@ def _kill_rank_one(out: Path, bench: psutil.Process, killed: list[int], stop: th
 
 @pytest.mark.slow
 @needs_two_cores
-def test_a_killed_rank_fails_its_run_quickly_the_grid_goes_on_and_nothing_is_left(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
+def test_a_dead_or_hung_rank_fails_its_run_within_a_minute_the_grid_goes_on_and_nothing_is_left(tmp_path, sig):
+    """A hung rank is found by the training collectives' timeout (--dist-timeout 15 here)."""
     out = tmp_path / "out"
     base = [a if a != "adapter" else "none" for a in BASE]  # --save none
     argv = [sys.executable, "-m", "harness.cli", *base, "--methods", "lora,full", "--out", str(out),
-            "--nproc", "2", "--set", "max_steps=80"]
+            "--nproc", "2", "--set", "max_steps=80", "--dist-timeout", "15"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     bench = psutil.Process(proc.pid)
     killed: list[int] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=_kill_rank_one, args=(out, bench, killed, stop))
+    watcher = threading.Thread(target=_signal_rank_one, args=(out, bench, sig, killed, stop))
     watcher.start()
     descendants: set[psutil.Process] = set()
     try:
@@ -206,9 +209,9 @@ def test_a_killed_rank_fails_its_run_quickly_the_grid_goes_on_and_nothing_is_lef
         if proc.poll() is None:
             proc.kill()
     assert killed, output
-    print(f"killed rank 1 (pid {killed[0]}): run recorded failed after {elapsed:.1f} s")
+    print(f"signal {sig} to rank 1 (pid {killed[0]}): run recorded failed after {elapsed:.1f} s")
     assert first_done == "failed", output
-    assert elapsed < 60, f"the killed rank's run was recorded failed after {elapsed:.0f} s"
+    assert elapsed < 60, f"the run was recorded failed after {elapsed:.0f} s"
     statuses = {records.read_run(f / "run.json")["config"]["method"]: records.read_run(f / "run.json")["status"]
                 for f in (out / "runs").iterdir()}
     assert statuses == {"lora": "failed", "full": "ok"}, output
