@@ -347,7 +347,9 @@ def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, cali
         **first.profile,
         "final_loss": sum(s["loss"] for s in last) / len(last),
         "steps": len(steps),
-        **({"comm_bytes_per_step": sum(s["comm_bytes"] for s in steps) / len(steps)} if "comm_bytes" in steps[0] else {}),
+        # several processes: what a step passed to collectives (harness.distributed.team)
+        **({"comm_bytes_per_step": sum(s["comm_bytes"] for s in steps) / len(steps)}
+           if "comm_bytes" in steps[0] else {}),
     }
     return {k: (v, metrics.unit(k)) for k, v in figures.items()}
 

@@ -31,6 +31,18 @@ def rank_device(device: str) -> torch.device:
     return picked
 
 
+def _join(device: torch.device, ranks: Any) -> Any:
+    """Join the process group (from the environment the launcher or ``slurm_task`` set) as this
+    process's team (``harness.distributed.current``)."""
+    from harness import distributed
+    from harness.distributed.launch import backend_for
+    from harness.distributed.team import Team
+
+    team = Team.from_environment(device, ranks.nnodes, ranks.timeout_s, backend_for(ranks, device.type))
+    distributed.join(team)
+    return team
+
+
 def slurm_task(spec: dict[str, Any]) -> int:
     """One rank as a task of a Slurm job (``srun`` starts one task per rank, on every node; the
     Slurm executor submits this through submitit): torch.distributed's variables from the job's,
@@ -45,16 +57,15 @@ def slurm_task(spec: dict[str, Any]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """The launcher's entry point: the spec is the file ``launch.run_ranks`` wrote."""
     return run_rank(json.loads(Path(argv[0]).read_text()))
 
 
 def run_rank(spec: dict[str, Any], launcher_parent: bool = True) -> int:
     """This process's part of the run ``spec`` (its settings, the job's, the ranks'); returns the
     exit code. ``launcher_parent``: the parent is torch.distributed.run, which this rank dies with."""
-    from harness import distributed
     from harness.config import run_config_from_dict
-    from harness.distributed.launch import Ranks, backend_for
-    from harness.distributed.team import Team
+    from harness.distributed.launch import Ranks
     from harness.executors.base import job_from_fields
     from harness.executors.lifeline import die_with_parent
 
@@ -65,8 +76,7 @@ def run_rank(spec: dict[str, Any], launcher_parent: bool = True) -> int:
     job, ranks = job_from_fields(spec["job"]), Ranks(**spec["ranks"])
     os.environ.update(job.env)
     device = rank_device(job.device)
-    team = Team.from_environment(device, ranks.nnodes, ranks.timeout_s, backend_for(ranks, device.type))
-    distributed.join(team)
+    team = _join(device, ranks)
     cfg = run_config_from_dict(spec["run"])
     try:
         if team.rank == 0:
@@ -94,16 +104,12 @@ def _perf_rank(spec: dict[str, Any]) -> int:
     slowest rank's step times); rank 0 writes the result where ``spec["result"]`` says."""
     import dataclasses
 
-    from harness import distributed
-    from harness.distributed.launch import Ranks, backend_for
-    from harness.distributed.team import Team
+    from harness.distributed.launch import Ranks
     from harness.perf.timing import measure, perf_config_from_dict, write_json
 
     cfg = perf_config_from_dict(spec["perf"])
-    ranks = Ranks(**spec["ranks"])
     device = rank_device(cfg.device)
-    team = Team.from_environment(device, ranks.nnodes, ranks.timeout_s, backend_for(ranks, device.type))
-    distributed.join(team)
+    team = _join(device, Ranks(**spec["ranks"]))
     try:
         result = measure(dataclasses.replace(cfg, device=str(device)), progress=False,
                          profile_steps=spec.get("profile_steps", 0))

@@ -21,9 +21,9 @@ from pathlib import Path
 from types import ModuleType
 
 from harness.config import ConfigError
-from harness.export import DEFAULT_SAVE
 from harness.distributed.launch import Ranks
 from harness.executors.base import Executor, Job
+from harness.export import DEFAULT_SAVE
 
 NAMES = ("local", "inline", "ray", "slurm")
 

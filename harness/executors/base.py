@@ -64,12 +64,11 @@ def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
     """Execute one run in this process and return its record: the body of every remote task/job.
     A run on several processes is started through torch.distributed.run from here, and its record
     is the one rank 0 wrote (or a failure, when the ranks ended before it could write one)."""
-    from harness.driver import run_one
-
     if job.ranks.several:
         cfg = run_config_from_dict(resolved)
         how = run_ranks({"run": resolved, "job": job_fields(job)}, job.ranks, cfg.run_id)
         return settle(cfg, job.out, how)
+    from harness.driver import run_one
     from harness.environment import pick_device
 
     os.environ.update(job.env)

@@ -3,8 +3,9 @@
 A task asks for one GPU when the runs go to CUDA (``--device cuda``, or ``auto`` on a cluster
 that has GPUs), else ``cpus_per_run`` CPUs; a run on ``--nproc N`` processes reserves N GPUs (or
 at least N CPUs) on one node, where the task starts its ranks with torch.distributed.run. Ray
-places it and sets CUDA_VISIBLE_DEVICES, so a task always uses the GPUs it was given. ``max_calls=1`` gives each run a fresh worker
-process (clean memory figures, nothing left over from the previous run); ``max_retries=0``
+places it and sets CUDA_VISIBLE_DEVICES, so a task always uses the GPUs it was given.
+``max_calls=1`` gives each run a fresh worker process (clean memory figures, nothing left over
+from the previous run); ``max_retries=0``
 because a run that died is recorded as failed and retried only on request (``--retry-failed``).
 Runs write into the shared ``--out`` folder: on a multi-node cluster it must be a shared
 filesystem and the project must be installed on every node.

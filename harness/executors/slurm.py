@@ -5,8 +5,9 @@ otherwise (``slurm_cluster="local"`` forces it: a job per run as a local process
 Resources per run: ``slurm_partition``, ``slurm_time_min``, ``slurm_gpus``, ``slurm_mem_gb``,
 ``cpus_per_run``. A run on several processes (``--nproc N --nnodes M``) is a job of M nodes with
 N tasks each, one task per rank started by ``srun`` (``harness.distributed.worker.slurm_task``),
-and N GPUs per node on CUDA. Job logs and submitit's pickles go to ``<out>/slurm/<job id>/``; results go
-to the shared ``--out`` folder like any other run, so it must be on a filesystem the nodes share.
+and N GPUs per node on CUDA. Job logs and submitit's pickles go to ``<out>/slurm/<job id>/``;
+results go to the shared ``--out`` folder like any other run, so it must be on a filesystem the
+nodes share.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def run_slurm(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) ->
     remote_job = dataclasses.replace(job, progress=False)
     if job.ranks.several:
         ranks = job.ranks
-        executor.update_parameters(nodes=ranks.nnodes, tasks_per_node=ranks.nproc,
-                                   gpus_per_node=ranks.nproc if options.slurm_gpus or job.device.startswith("cuda") else 0)
+        gpus = ranks.nproc if options.slurm_gpus or job.device.startswith("cuda") else 0  # one GPU per rank
+        executor.update_parameters(nodes=ranks.nnodes, tasks_per_node=ranks.nproc, gpus_per_node=gpus)
         specs = [{"run": cfg.resolved(), "job": job_fields(remote_job), "ranks": dataclasses.asdict(ranks)}
                  for cfg in plans]
         jobs = executor.map_array(slurm_task, specs)
