@@ -97,7 +97,7 @@ def test_evaluation_on_two_processes_writes_the_samples_of_one(tmp_path):
     [one], [two] = (list((tmp_path / n).glob("runs/*/samples/eval/synthetic.jsonl")) for n in "12")
     assert len(records.read_jsonl(one)) == 40
     assert one.read_bytes() == two.read_bytes()
-    assert records.read_run(two.parents[3] / "run.json")["distributed"]["world_size"] == 2
+    assert records.read_run(two.parents[2] / "run.json")["distributed"]["world_size"] == 2
 
 
 # -- the pieces, without processes ---------------------------------------------------------------
