@@ -6,7 +6,11 @@
 * ``team``      the collectives of a data-parallel run: each rank's share of a step's examples,
                 the bucketed gradient all-reduce, the per-step figures across ranks, the final
                 check that every rank holds the same weights; bytes counted where issued
-* ``follower``  the recipe of ranks other than 0: train in step with rank 0, write nothing
+* ``follower``  the recipe of ranks other than 0: evaluate and train in step with rank 0, write
+                nothing
+
+Evaluation batches are shared through ``tasks.sharing`` (``Team`` implements its protocol);
+``bench perf --nproc`` measures on every rank (``harness.perf.timing``).
 
 The driver and the trainer see a ``Team`` (or ``None`` in a one-process run) through ``current``:
 the one hook point, so that a one-process run is exactly what it was.
