@@ -381,6 +381,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import records, sweep
+    from harness.distributed.launch import check_shares
+    from harness.sweep.grid import every_run, expand
     from reports.block import end_of_run
 
     spec = sweep.load(args.file, tune=args.tune)
@@ -388,6 +390,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(sweep.dry_run(spec, args.out, args.retry_failed))
         return 0
     options, job = _executor_setup(args)
+    check_shares(job.ranks, [cfg.train.micro() for cfg in every_run(expand(spec)[0]) if cfg.train_tasks])
     finals, failed = sweep.run(spec, args.executor, options, job, retry_failed=args.retry_failed)
     df = records.rebuild_table(args.out)
     ids = {cfg.run_id for cfg in finals}

@@ -235,3 +235,14 @@ def _wait_for_status(out: Path, method: str, deadline: float) -> str | None:
                 return record["status"]
         time.sleep(0.1)
     return None
+
+
+def test_a_sweep_whose_batches_do_not_split_over_the_ranks_is_one_line(tmp_path, capsys):
+    from tests.test_faults import assert_one_line_error, bench
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("model: tiny-llama\nmethods: [lora]\ntasks: [synthetic]\nbudget: {max_steps: 2}\n"
+                    "set: {batch_size: 3}\n")
+    code, _, err = bench(capsys, "sweep", path, "--nproc", "2", "--device", "cpu", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "3 examples", "2 processes")
+    assert not (tmp_path / "out" / "runs").exists()
