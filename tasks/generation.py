@@ -16,6 +16,7 @@ from tasks.base import Example, Task
 from tasks.formatting import encode
 from tasks.likelihood import resolve_max_length
 from tasks.llm_adapters import eval_prompt, gold_answer, judge
+from tasks.sharing import Sharing, in_batch_order
 
 def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
