@@ -86,6 +86,35 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
                    help="slurm: submitit backend (default: slurm where sbatch exists, else local processes)")
 
 
+def _add_ranks(p: argparse.ArgumentParser) -> None:
+    """One run on several processes (harness.distributed; README "One run on several GPUs")."""
+    from harness.distributed.launch import BACKENDS, DEFAULT_TIMEOUT_S
+
+    g = p.add_argument_group("processes", "one run on several processes, GPUs or machines (torch.distributed.run)")
+    g.add_argument("--nproc", type=int, default=1,
+                   help="processes per machine for each run: one per GPU on CUDA, at most one per core on CPU; the "
+                        "global batch is shared (default 1)")
+    g.add_argument("--nnodes", type=int, default=1, help="machines per run; needs --rdzv-endpoint (default 1)")
+    g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                   help="rendezvous of the run's machines (default: 127.0.0.1 and a free port, one machine)")
+    g.add_argument("--dist-backend", choices=BACKENDS, default="auto", help="auto (default): nccl on CUDA, gloo on CPU")
+    g.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help="a training collective waiting longer fails the run (a hung rank); default %(default)s")
+
+
+def _ranks(args: argparse.Namespace) -> Any:
+    """The ``--nproc`` settings, checked against this machine before anything runs."""
+    from harness.distributed.launch import Ranks, check
+
+    from harness.config import ConfigError
+
+    ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout)
+    check(ranks, args.device, here=getattr(args, "executor", "local") in ("local", "inline"))
+    if ranks.several and getattr(args, "sequence", None):  # the other ranks cannot resume a sequence yet
+        raise ConfigError("--sequence runs on one process; drop --nproc/--nnodes")
+    return ranks
+
+
 def _add_outputs(p: argparse.ArgumentParser) -> None:
     """What each run keeps and reports, besides its records (bench run and bench sweep)."""
     from harness.export import DEFAULT_SAVE, SAVE_KINDS
@@ -102,9 +131,12 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from harness.environment import pick_device
     from harness.executors import get, job_for
     from harness.executors.base import ExecutorOptions
+    from harness.config import ConfigError
     from harness.safe_io import check_out
 
     get(args.executor)  # a missing optional package is reported now, before anything runs
+    if args.executor == "ray" and args.nnodes > 1:
+        raise ConfigError("--executor ray runs each run on one node: --nnodes 1 (or --executor slurm)")
     if args.executor in ("local", "inline"):
         pick_device(args.device)  # an unavailable device too (a cluster node may have one)
     check_out(args.out)
@@ -114,7 +146,8 @@ def _executor_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from harness.trackers import parse_report_to
 
     return options, job_for(args.out, args.device, not args.no_progress, args.command_line,
-                            getattr(args, "force", False), args.save, parse_report_to(args.report_to, args.out))
+                            getattr(args, "force", False), args.save, parse_report_to(args.report_to, args.out),
+                            _ranks(args))
 
 
 def _version() -> str:
@@ -157,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a trainer key (lr=3e-4, batch_size=4) or a method key (lora.r=16); repeatable")
     _add_outputs(run)
     _add_executor(run)
+    _add_ranks(run)
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     _add_baseline(run)
     run.set_defaults(func=cmd_run)
@@ -179,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_outputs(sweep)
     _add_executor(sweep)
+    _add_ranks(sweep)
     _add_baseline(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
@@ -190,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "adapter_config.json, as lm-eval's peft=")
     ev.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="evaluation key: eval_batch_size, num_beams, max_new_tokens (0 = task's), eval_limit")
+    _add_ranks(ev)
     ev.set_defaults(func=cmd_eval)
 
     cmp = sub.add_parser("compare", help="paired comparison of two methods on the same test items",
@@ -223,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--set", dest="sets", action="append", default=None, metavar="KEY=VALUE",
                       help="method or trainer override, as for bench run (e.g. lora.r=32, losia-pro.period=10)")
     perf.add_argument("--device", default="auto")
+    _add_ranks(perf)
     perf.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     perf.add_argument("--check", type=Path, default=None, metavar="BASELINE.json",
                       help="compare with a baseline; exit 1 when a method regresses beyond tolerance")
@@ -354,6 +391,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_names(args.methods, args.sequence or args.tasks)
     parse_report_to(args.report_to, args.out)  # a missing tracker or store, before the model loads
     from harness import launch, plan, records
+    from harness.distributed.launch import check_shares
     from harness.models import check_model, model_info
     from reports.block import end_of_run
     from reports.summary import summary_table
@@ -367,6 +405,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if note:
         print(f"model {args.model}: {note}")
     options, job = _executor_setup(args)
+    check_shares(job.ranks, [cfg.train.micro() for cfg in plans if cfg.train_tasks])
     # bench run reruns failed runs (a command repeated after a fix); a sweep does so only when asked
     failed = launch.launch(plans, args.executor, options, job, force=args.force, retry_failed=True)
     df = records.rebuild_table(out)
@@ -381,6 +420,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import records, sweep
+    from harness.distributed.launch import check_shares
+    from harness.sweep.grid import every_run, expand
     from reports.block import end_of_run
     from reports.summary import summary_table
 
@@ -389,6 +430,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(sweep.dry_run(spec, args.out, args.retry_failed))
         return 0
     options, job = _executor_setup(args)
+    check_shares(job.ranks, [cfg.train.micro() for cfg in every_run(expand(spec)[0]) if cfg.train_tasks])
     finals, failed = sweep.run(spec, args.executor, options, job, retry_failed=args.retry_failed)
     df = records.rebuild_table(args.out)
     ids = {cfg.run_id for cfg in finals}
@@ -417,7 +459,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_model(model)
     if adapter:
         print(f"model {model} with adapter {adapter}")
-    record = eval_only(cfg, args.out, pick_device(args.device), not args.no_progress)
+    ranks = _ranks(args)
+    if ranks.several:  # rank 0 writes the record (harness.distributed)
+        from harness.executors import job_for
+        from harness.executors.base import run_resolved
+
+        record = run_resolved(cfg.resolved(), job_for(args.out, args.device, not args.no_progress, None, ranks=ranks))
+    else:
+        record = eval_only(cfg, args.out, pick_device(args.device), not args.no_progress)
     width = max([12, *(len(r["task"]) for r in record.get("evals", []))])  # names in full: a path's tail says nothing
     print(f"\n{'task':<{width}} {'acc':>7} {'stderr':>7} {'acc_norm':>9} {'n':>5} {'chance':>7}  protocol/backend/prompt")
     for r in record.get("evals", []):

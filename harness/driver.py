@@ -24,11 +24,12 @@ from typing import Any, Iterator
 
 import torch
 
-from harness import locks, machineload, metrics, records, safe_io
+from harness import distributed, locks, machineload, metrics, records, safe_io
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict, method_context
 from harness.schema.record import Derived, Evaluated, Evaluation, Figure, RunRecord
 from harness.schema.settings import BEFORE_EVAL_KEYS
 from harness.data import TrainBatches
+from harness.distributed.team import end_of_training
 from harness.export import DEFAULT_SAVE, save_trained
 from harness.forgetting import (backward_transfer, final_average, mean_forgetting, retention_forgetting,
                                 sequential_forgetting)
@@ -84,7 +85,7 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         torch.manual_seed(cfg.seed)
         spec = method_registry.get(cfg.method)
         run.record.data = _data_provenance(cfg)
-        model, tokenizer = _load(cfg, device)
+        model, tokenizer = load_for_run(cfg, device)
         run.record.base_params = base_params = total_params(model)
         # evaluate before
         if not run.stages_done:
@@ -93,8 +94,10 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
                 run.add_eval(summary, samples)
         if cfg.retention_text:
             run.record.text_loss_before = text_loss(out, model, tokenizer, cfg, device)
+        if (team := distributed.current()) is not None:
+            team.instruct(distributed.CONTINUE)  # the other ranks go on to adapt (follower.follow)
         # adapt
-        first = _stage(cfg, 1, tokenizer, device, run.method_files)
+        first = build_stage(cfg, 1, tokenizer, device, run.method_files)
         calibration = MemoryProbe(device)
         t0 = time.perf_counter()
         with calibration.track():
@@ -102,6 +105,8 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
         calibration_time_s = time.perf_counter() - t0
         if run.stages_done:
             adapted.load_state_dict(run.checkpoint())
+        if team is not None:
+            team.start_from_rank0(adapted, cfg.seed)
         # stages
         results, probe = _train_stages(cfg, run, adapted, tokenizer, first, device, progress)
         # finish
@@ -111,6 +116,8 @@ def _run(cfg: RunConfig, out: Path, device: torch.device, progress: bool, comman
                                             validation_items(cfg, name)))
         if cfg.retention_text:
             run.record.text_loss_after = text_loss(None, adapted.for_eval(), tokenizer, cfg, device)
+        if team is not None:
+            team.instruct(distributed.CONTINUE)  # the other ranks are done
         run.record.derived, run.record.accuracy_matrix = derived_metrics(cfg, run.record.evals, run.record)
         run.record.costs = (_costs(results, cfg.train, probe, calibration_time_s, adapted, base_params)
                             if results else {})
@@ -130,9 +137,13 @@ def eval_only(cfg: RunConfig, out: Path, device: torch.device, progress: bool = 
     run = RunFolder(cfg, out, device)
     with run.recording():
         run.record.evaluated = Evaluated(cfg.model, cfg.adapter, adapter_digest(cfg.adapter))
-        model, tokenizer = _load(cfg, device)
+        if (team := distributed.current()) is not None:
+            run.record.distributed = team.describe()
+        model, tokenizer = load_for_run(cfg, device)
         for name in cfg.eval_tasks:
             run.add_eval(*evaluate_task(model, tokenizer, name, cfg, metrics.EVAL, device, progress))
+        if team is not None:
+            team.instruct(distributed.CONTINUE)
     records.rebuild_table(out)
     return run.record.to_json()
 
@@ -166,7 +177,8 @@ def _data_provenance(cfg: RunConfig) -> dict[str, dict[str, Any]]:
             for d in [task_registry.load(task_registry.get(name))]}
 
 
-def _load(cfg: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
+def load_for_run(cfg: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """The run's model (with its ``--adapter``, if any) on ``device``, and its tokenizer."""
     model, tokenizer = load_model(cfg.model, adapter=cfg.adapter)
     return model.to(device), tokenizer
 
@@ -184,7 +196,8 @@ class Stage:
     ctx: TrainContext
 
 
-def _stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device, files: MethodFiles) -> Stage:
+def build_stage(cfg: RunConfig, number: int, tokenizer: Any, device: torch.device,
+                files: MethodFiles | None) -> Stage:
     """Stage ``number`` (1-based): batches of its tasks' training items (in the protocol's text,
     held-out validation items left out), seeded ``seed + number - 1``, and the method context over
     its steps (``files``: where the method writes its own files in the run folder). Built when the stage
@@ -214,8 +227,9 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
     loads: list[dict[str, Any]] = []  # machine load per training (harness.machineload)
     probe = MemoryProbe(device)
     count = len(cfg.stages())
+    team = distributed.current()  # several processes: this is rank 0 (harness.distributed.follower)
     for number in range(run.stages_done + 1, count + 1):
-        stage = first if number == 1 else _stage(cfg, number, tokenizer, device, run.method_files)
+        stage = first if number == 1 else build_stage(cfg, number, tokenizer, device, run.method_files)
         if number > 1:
             adapted.start_stage(stage.ctx)
         # the first stage trained here profiles its last timing warm-up step (excluded from timing)
@@ -223,9 +237,11 @@ def _train_stages(cfg: RunConfig, run: RunFolder, adapted: Adapted, tokenizer: A
         tag = stage.number if cfg.sequence else None
         with probe.track(), machineload.track() as load:
             result = train(adapted, stage.batches, stage.steps, device, stage.ctx.grad_clip, cfg.train.precision,
-                           profile_step, progress, on_step=lambda step, tag=tag: run.add_step(step, tag))
+                           profile_step, progress, on_step=lambda step, tag=tag: run.add_step(step, tag), team=team)
         results.append(result)
         loads.append(load)
+        if team is not None:  # one stage: --sequence runs on one process
+            run.record.distributed = end_of_training(team, adapted, probe)
         phase = metrics.stage(stage.number) if cfg.sequence else metrics.AFTER
         for name in _eval_names(cfg):
             run.add_eval(*evaluate_task(adapted.for_eval(), tokenizer, name, cfg, phase, device, progress))
@@ -258,12 +274,15 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
     task = task_registry.get(task_name)
     data = task_registry.load(task)
     ec = cfg.eval
+    team = distributed.current() if protocols.backend_for(task, cfg.backend) == "native" else None
+    if team is not None and team.rank == 0:  # every rank scores some batches (follower.serve)
+        team.instruct(("evaluate", task_name, phase, items))
     if items is None:  # the test items; validation passes its held-out training items
         items = data.test[:ec.eval_limit] if ec.eval_limit else data.test
     settings = protocols.EvalSettings(batch_size=ec.eval_batch_size, device=device, progress=progress,
                                       num_beams=ec.num_beams, max_new_tokens=ec.max_new_tokens,
                                       workdir=cache_dir(), limit=ec.eval_limit, num_fewshot=cfg.num_fewshot,
-                                      apply_chat_template=cfg.apply_chat_template)
+                                      apply_chat_template=cfg.apply_chat_template, share=team)
     ev = protocols.evaluate(cfg.backend, cfg.protocol, model, tokenizer, task, items, settings)
     summary = Evaluation(task=task_name, phase=phase, metrics=ev.metrics, protocol=ev.protocol,
                          backend=protocols.backend_for(task, cfg.backend), prompt=ev.prompt, shots=ev.shots,
@@ -357,6 +376,9 @@ def _costs(results: list[TrainResult], tc: TrainConfig, probe: MemoryProbe, cali
         **first.profile,
         "final_loss": sum(s["loss"] for s in last) / len(last),
         "steps": len(steps),
+        # several processes: what a step passed to collectives (harness.distributed.team)
+        **({"comm_bytes_per_step": sum(s["comm_bytes"] for s in steps) / len(steps)}
+           if "comm_bytes" in steps[0] else {}),
     }
     return {k: Figure(v, metrics.unit(k)) for k, v in figures.items()}
 

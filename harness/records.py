@@ -28,9 +28,9 @@ from harness.schema.record import TIDY_COLUMNS, RunRecord
 
 # the run's settings, one column each beside the figures (plus the methods' size keys, e.g. r,
 # rank_factor): "accuracy by lr" is a groupby on results.csv, no join with every run.json
-SETTING_COLUMNS = ["label", "lr", "batch_size", "steps", "max_length", "device", "git_commit"]
+SETTING_COLUMNS = ["label", "lr", "batch_size", "steps", "max_length", "device", "world_size", "nodes", "git_commit"]
 INTEGER_COLUMNS = ("seed", "n", "eval_limit", "shots", "batch_size", "steps", "max_length", "num_beams",
-                   "max_new_tokens")
+                   "max_new_tokens", "world_size", "nodes")
 DAMAGED = (KeyError, TypeError, ValueError, AttributeError)  # what a record damaged below its top level raises
 
 
@@ -75,10 +75,12 @@ def _size_keys(method: str) -> tuple[str, ...]:
 
 def run_settings(record: RunRecord) -> dict[str, Any]:
     """The run's settings as columns: training budget (none for an evaluation-only run), the
-    method's size keys, where it ran and at which commit."""
+    method's size keys, where it ran (on how many processes and machines) and at which commit."""
     cfg, env = record.config, record.environment
     dev = env.get("device", {})
+    team = record.distributed or {}  # absent: one process
     out: dict[str, Any] = {"device": f"{dev['type']}: {dev.get('name')}" if dev else None,
+                           "world_size": team.get("world_size", 1), "nodes": team.get("nodes", 1),
                            "git_commit": env.get("git_commit")}
     if cfg.get("train_tasks"):
         train = cfg["train"]

@@ -7,6 +7,7 @@ a fixed order every optimizer step::
 
     adapted.before_step(step)              # e.g. LoSiA switches a layer into profiling
     loss.backward()                        # (per micro-batch, by the driver)
+    adapted.sync_tensors()                 # several processes: what the driver averages across ranks
     adapted.clip_gradients(max_norm)       # default: clip_grad_norm_ over trainable params
     adapted.optimizer.step(); adapted.scheduler.step()
     adapted.after_step(step)               # e.g. AdaLoRA rank update, LoSiA re-localization
@@ -144,6 +145,13 @@ class Adapted:
             return None
         grads = [p for p in self.params if p.grad is not None]
         return float(torch.nn.utils.clip_grad_norm_(grads, max_norm)) if grads else 0.0
+
+    def sync_tensors(self) -> list[torch.Tensor]:
+        """The gradients a data-parallel run averages across ranks after the backward, before
+        clipping (in place; ``harness.distributed.team``): every trainable gradient by default.
+        Methods that train part of a tensor return only what their optimizer (and any statistic
+        they keep) reads, so that the traffic is what they train."""
+        return [p.grad for p in self.params if p.grad is not None]
 
     def after_step(self, step: int) -> None:
         """Called after optimizer.step() and scheduler.step(), before gradients are cleared."""

@@ -15,6 +15,7 @@ import torch
 
 from tasks import likelihood, llm_adapters
 from tasks.base import Example, Task
+from tasks.sharing import Sharing
 
 
 class ProtocolError(ValueError):
@@ -36,6 +37,7 @@ class EvalSettings:
     # default, for ours None = zero-shot (tasks.prompting builds ours the lm-eval way)
     num_fewshot: int | None = None
     apply_chat_template: bool = False
+    share: Sharing | None = None  # several processes: which batches this one scores (native backend)
 
 
 @dataclass

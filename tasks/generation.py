@@ -16,6 +16,7 @@ from tasks.formatting import encode
 from tasks.likelihood import resolve_max_length
 from tasks.llm_adapters import eval_prompt, gold_answer, judge
 from tasks.progress import bar as progress_bar
+from tasks.sharing import Sharing, in_batch_order
 
 def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
@@ -37,6 +38,7 @@ def generate(
     device: str | torch.device | None = None,
     progress: bool = True,
     desc: str = "generate",
+    share: Sharing | None = None,
 ) -> list[str]:
     """Decoded continuations (new tokens only, special tokens skipped), in prompt order.
 
@@ -59,14 +61,18 @@ def generate(
     model.eval()
     try:
         with torch.inference_mode(), progress_bar(total=len(prompts), desc=desc, unit="item", disable=not progress) as bar:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                ids, mask = _left_padded([encoded[i] for i in chunk], pad_id)
+            chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+            def compute(k: int) -> list[str]:
+                ids, mask = _left_padded([encoded[i] for i in chunks[k]], pad_id)
                 result = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                         generation_config=config)
-                for i, row in zip(chunk, result[:, ids.shape[1]:].tolist()):
-                    out[i] = tokenizer.decode(row, skip_special_tokens=True)
-                bar.update(len(chunk))
+                bar.update(len(chunks[k]))
+                return [tokenizer.decode(row, skip_special_tokens=True) for row in result[:, ids.shape[1]:].tolist()]
+
+            for k, texts in in_batch_order(compute, len(chunks), share):
+                for i, text in zip(chunks[k], texts):
+                    out[i] = text
     finally:
         model.train(was_training)
     return out
@@ -84,6 +90,7 @@ def evaluate(
     num_beams: int = 1,
     max_new_tokens: int = 0,
     prompts: Sequence[str] | None = None,
+    share: Sharing | None = None,
 ) -> list[dict[str, Any]]:
     """Per-example records: the prompt and the raw generated text, the extracted answer, the gold
     and correctness.
@@ -94,7 +101,7 @@ def evaluate(
     """
     budget = max_new_tokens or task.max_new_tokens
     prompts = list(prompts) if prompts is not None else [eval_prompt(ex) for ex in examples]
-    texts = generate(model, tokenizer, prompts, budget, num_beams, batch_size, device, progress, task.name)
+    texts = generate(model, tokenizer, prompts, budget, num_beams, batch_size, device, progress, task.name, share)
     return records(task, examples, texts, prompts)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from tasks.base import Example, Task
 from tasks.formatting import encode_pair
 from tasks.progress import bar as progress_bar
+from tasks.sharing import Sharing, in_batch_order
 
 DEFAULT_BATCH_SIZE = 64  # sequences (a context with all its choices) per forward pass
 LOGITS_BUDGET = 1 << 27  # fp32 logits per forward (512 MiB); caps scored tokens per batch
@@ -199,8 +200,10 @@ def loglikelihoods(
     share_prefix: bool = True,
     progress: bool = True,
     desc: str = "loglikelihood",
+    share: Sharing | None = None,
 ) -> list[float]:
-    """Summed log-likelihood of each continuation given its context, in request order."""
+    """Summed log-likelihood of each continuation given its context, in request order. With
+    ``share`` (several processes) each computes some of the batches (``tasks.sharing``)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     max_length = max_length or resolve_max_length(model, tokenizer)
     packed = share_prefix and can_share_prefix(model)
@@ -213,11 +216,16 @@ def loglikelihoods(
     model.eval()  # adapter dropout must not make scores random
     try:
         with torch.inference_mode(), progress_bar(total=len(rows), desc=desc, unit="seq", disable=not progress) as bar:
-            for batch in batches(rows, batch_size, max(1, LOGITS_BUDGET // vocab)):
-                t = _batch_tensors(pack_lines(batch, packed), pad_id)
+            planned = batches(rows, batch_size, max(1, LOGITS_BUDGET // vocab))
+
+            def compute(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+                t = _batch_tensors(pack_lines(planned[i], packed), pad_id)
                 logp = _token_logprobs(model, t, packed, device)
-                sums.index_add_(0, t["owner"], logp.double().cpu())
-                bar.update(len(batch))
+                bar.update(len(planned[i]))
+                return t["owner"], logp.double().cpu()
+
+            for _, (owner, logp) in in_batch_order(compute, len(planned), share):
+                sums.index_add_(0, owner, logp)
     finally:
         model.train(was_training)
     return sums.tolist()
@@ -256,6 +264,7 @@ def score(
     max_length: int | None = None,
     share_prefix: bool = True,
     requests: Sequence[list[tuple[str, str]]] | None = None,
+    share: Sharing | None = None,
 ) -> list[dict[str, Any]]:
     """Per-example multiple-choice records: acc from summed log-likelihood, and acc_norm (per
     character) only for a task that publishes it (``task.metrics``): a sample carries what the
@@ -264,7 +273,8 @@ def score(
     carries the prompt and choices as text (``as_text``)."""
     per_example = list(requests) if requests is not None else [task.requests(ex) for ex in examples]
     flat = [req for reqs in per_example for req in reqs]
-    lls = loglikelihoods(model, tokenizer, flat, batch_size, device, max_length, share_prefix, progress, task.name)
+    lls = loglikelihoods(model, tokenizer, flat, batch_size, device, max_length, share_prefix, progress, task.name,
+                         share)
     normed = "acc_norm" in task.metrics
     records, at = [], 0
     for ex, reqs in zip(examples, per_example):

@@ -46,7 +46,8 @@ def likelihood_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: 
         requests = [prompting.likelihood_requests(task, ex, shots, tokenizer, settings.apply_chat_template)
                     for ex, shots in zip(examples, _shots(task, examples, settings))]
     samples = likelihood.score(model, tokenizer, task, examples, batch_size=settings.batch_size,
-                               device=settings.device, progress=settings.progress, requests=requests)
+                               device=settings.device, progress=settings.progress, requests=requests,
+                               share=settings.share)
     keys = {"acc": "correct", "acc_norm": "correct_norm"}
     return Evaluation(samples, [metric(name, samples, keys[name]) for name in task.metrics], "likelihood",
                       likelihood_prompt(task), shots=prompting.shots_of(settings),
@@ -69,7 +70,7 @@ def generation_evaluate(model: nn.Module, tokenizer: Any, task: Task, examples: 
     samples = generation.evaluate(model, tokenizer, task, examples, batch_size=settings.batch_size,
                                   device=settings.device, progress=settings.progress,
                                   num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
-                                  prompts=prompts)
+                                  prompts=prompts, share=settings.share)
     return Evaluation(samples, [metric("acc", samples, "correct")], "generate", generation_prompt(task, settings),
                       shots=prompting.shots_of(settings), chat_template=settings.apply_chat_template,
                       extra={"num_beams": settings.num_beams,

@@ -145,3 +145,31 @@ def test_a_missing_extra_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "pip install 'peft-bench[ray]'" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_ray_reserves_a_gpu_per_rank_or_a_core_per_rank():
+    from harness.executors.ray_cluster import reservation
+
+    assert reservation(cpus_per_run=1, nproc=1, gpu=True) == (1, 1)
+    assert reservation(cpus_per_run=1, nproc=4, gpu=True) == (1, 4)
+    assert reservation(cpus_per_run=1, nproc=2, gpu=False) == (2, 0)
+    assert reservation(cpus_per_run=8, nproc=2, gpu=False) == (8, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
+                    reason="submitit not installed (pip install 'peft-bench[slurm]')")
+def test_slurm_runs_one_task_per_rank(tmp_path):
+    """--nproc 2 on the Slurm executor: one job of two tasks (srun's role played by submitit's local
+    executor), rank 0 writing the record of a 2-process run."""
+    out = tmp_path / "out"
+    code = cli.main(["run", "--model", "tiny-llama", "--tasks", "synthetic", "--methods", "lora", "--max-steps", "3",
+                     "--eval-limit", "4", "--set", "eval_batch_size=4", "--retention", "none", "--no-progress",
+                     "--device", "cpu", "--out", str(out), "--nproc", "2", "--executor", "slurm",
+                     "--slurm-cluster", "local", "--slurm-time", "10"])
+    assert code == 0
+    [run] = (out / "runs").iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "ok" and record["distributed"]["world_size"] == 2
+    [job] = [d for d in (out / "slurm").iterdir() if any(d.iterdir())]
+    assert sorted(p.name.split("_")[1] for p in job.glob("*_log.out")) == ["0", "1"]  # a task per rank

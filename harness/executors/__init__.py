@@ -21,8 +21,9 @@ from pathlib import Path
 from types import ModuleType
 
 from harness.config import ConfigError
-from harness.export import DEFAULT_SAVE
+from harness.distributed.launch import Ranks
 from harness.executors.base import Executor, Job
+from harness.export import DEFAULT_SAVE
 
 NAMES = ("local", "inline", "ray", "slurm")
 
@@ -32,11 +33,11 @@ class MissingExtra(ConfigError):
 
 
 def job_for(out: Path, device: str, progress: bool, command: str | None, force: bool = False,
-            save: str = DEFAULT_SAVE, report_to: tuple[str, ...] = ()) -> Job:
+            save: str = DEFAULT_SAVE, report_to: tuple[str, ...] = (), ranks: Ranks = Ranks()) -> Job:
     """A submission's shared settings, with the environment a run needs on another node."""
     env = {k: v for k, v in os.environ.items() if k.startswith("PEFT_BENCH_")}
     return Job(out=Path(out).resolve(), device=device, progress=progress, command=command, env=env, force=force,
-               save=save, report_to=report_to)
+               save=save, report_to=report_to, ranks=ranks)
 
 
 def get(name: str) -> Executor:

@@ -6,12 +6,14 @@ this module, never their own package: no import cycle.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from harness.config import RunConfig, run_config_from_dict
+from harness.distributed.launch import Ranks, run_ranks
 from harness.export import DEFAULT_SAVE
 
 
@@ -27,6 +29,17 @@ class Job:
     force: bool = False  # redo runs that are ok, even one another process finished meanwhile
     save: str = DEFAULT_SAVE  # --save: what each run keeps of its trained model (harness.export)
     report_to: tuple[str, ...] = ()  # --report-to: trackers (harness.trackers)
+    ranks: Ranks = Ranks()  # --nproc/--nnodes: the processes of one run (harness.distributed)
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """The job as JSON values (a rank worker reads it back with ``job_from_fields``)."""
+    return {**dataclasses.asdict(job), "out": str(job.out), "ranks": dataclasses.asdict(job.ranks)}
+
+
+def job_from_fields(fields: dict[str, Any]) -> Job:
+    return Job(**{**fields, "out": Path(fields["out"]), "report_to": tuple(fields["report_to"]),
+                  "ranks": Ranks(**fields["ranks"])})
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,15 @@ Executor = Callable[[Sequence[RunConfig], Job, ExecutorOptions], Finished]
 
 
 def run_resolved(resolved: dict[str, Any], job: Job) -> dict[str, Any]:
-    """Execute one run in this process and return its record: the body of every remote task/job."""
+    """Execute one run in this process and return its record: the body of every remote task/job.
+    A run on several processes is started through torch.distributed.run from here, and its record
+    is the one rank 0 wrote (or a failure, when the ranks ended before it could write one)."""
+    if job.ranks.several:
+        from harness.runfolder import settle
+
+        cfg = run_config_from_dict(resolved)
+        how = run_ranks({"run": resolved, "job": job_fields(job)}, job.ranks, cfg.run_id)
+        return settle(cfg, job.out, how)
     from harness.driver import run_one
     from harness.environment import pick_device
 

@@ -40,6 +40,10 @@ def run_local(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) ->
     from harness.environment import pick_device
 
     device = pick_device(job.device)  # an unavailable device fails here, not in every worker
+    if job.ranks.several:  # torch.distributed.run starts the run's processes (harness.distributed.launch)
+        for cfg in plans:
+            yield cfg, run_resolved(cfg.resolved(), job)
+        return
     if device.type == "cpu":
         context = mp.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
@@ -61,5 +65,8 @@ def run_inline(plans: Sequence[RunConfig], job: Job, options: ExecutorOptions) -
 
     device = pick_device(job.device)
     for cfg in plans:
+        if job.ranks.several:  # several processes cannot be this one
+            yield cfg, run_resolved(cfg.resolved(), job)
+            continue
         yield cfg, run_one(cfg, job.out, device, job.progress, job.command, not job.force, job.save,
                            job.report_to)

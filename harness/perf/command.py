@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, split_overrides
+from harness.distributed.launch import Ranks, run_ranks
+from harness.distributed.launch import check as check_ranks
 from harness.environment import pick_device
 from harness.perf import baseline as baselines
 from harness.perf.opprofile import format_breakdown
@@ -121,6 +125,26 @@ def repeat(cfg: PerfConfig, baseline: dict[str, Any], times: int) -> int:
     return 0 if false_alarms == 0 and (not injected or caught == times) else 1
 
 
+def _ranks(args: argparse.Namespace, cfg: PerfConfig) -> Ranks:
+    ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout)
+    check_ranks(ranks, cfg.device)
+    return ranks
+
+
+def measure_on_ranks(cfg: PerfConfig, ranks: Ranks, profile_steps: int) -> dict[str, Any]:
+    """``measure`` on ``ranks`` processes (torch.distributed.run): the global batch shared as in a
+    run, step times the slowest rank's, the floor measured at the same world size."""
+    with tempfile.TemporaryDirectory(prefix="peft-bench-perf-") as tmp:
+        target = Path(tmp) / "result.json"
+        how = run_ranks({"perf": dataclasses.asdict(cfg), "result": str(target), "profile_steps": profile_steps},
+                        ranks, "perf")
+        if how or not target.exists():
+            raise RuntimeError(f"bench perf on {ranks.world_size} processes failed: {how or 'no result written'}")
+        result = json.loads(target.read_text())
+    result["world_size"] = ranks.world_size
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     """The whole of ``bench perf``; exit 1 when a check fails, 2 (via ConfigError) on bad input."""
     path: Path | None = args.check
@@ -132,7 +156,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--repeat works with --check BASELINE (checks) or --check BASELINE --update (recording)")
     if args.repeat and not args.update:
         return repeat(cfg, baseline, args.repeat)
-    result = measure(cfg, progress=not args.no_progress, profile_steps=args.profile)
+    ranks = _ranks(args, cfg)
+    if ranks.several:
+        if path is not None:
+            raise ConfigError("--check/--update: the perf gate's baselines are measured on one process; drop --nproc")
+        result = measure_on_ranks(cfg, ranks, args.profile)
+    else:
+        result = measure(cfg, progress=not args.no_progress, profile_steps=args.profile)
     if args.update and args.repeat > 1:
         result = pooled(result, [measure(cfg, progress=not args.no_progress) for _ in range(args.repeat - 1)])
     print(format_table(result))

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from harness import machineload, metrics
+from harness import distributed, machineload, metrics
+from harness.distributed.team import Team
 from harness.config import TrainConfig, build_configs
 from harness.measure import SavedTensorBytes, StepClock, count_flops, percentile, total_params
 from harness.models import SMOLLM2_SHAPES, TINY_LLAMA_CONFIG, build_llama
@@ -48,6 +49,7 @@ class Contender:
         self.round_times: list[list[float]] = []
         self.floor_times: list[list[float]] = []  # per round, the floor steps alternated with this one's
         self.profile: dict[str, int] = {}
+        self.comm_bytes: list[int] = []  # several processes: what each step passed to collectives
         self.slowdown = 1.0
 
     def run(self, n: int, clock: StepClock) -> list[float]:
@@ -97,11 +99,17 @@ def _batch(cfg: PerfConfig, vocab: int, device: torch.device) -> dict[str, torch
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
-def _floor(cfg: PerfConfig, shape: dict[str, Any], device: torch.device, batch: dict[str, torch.Tensor]) -> Contender:
+def _floor(cfg: PerfConfig, shape: dict[str, Any], device: torch.device, batch: dict[str, torch.Tensor],
+           team: Team | None) -> Contender:
+    """The frozen floor; on several processes, each rank's floor step is on its share of the batch
+    (the floor at the same world size: no gradient, so no collective)."""
     model = build_llama(shape, seed=cfg.seed).to(device).requires_grad_(False)
     model.train()
     autocast = autocast_for(device, "auto")
     embed = model.get_input_embeddings()
+    tokens = batch["attention_mask"].numel()
+    if team is not None:
+        batch = team.share(batch)[0]
 
     def step(_: int, profile: dict[str, int] | None) -> None:
         with (SavedTensorBytes(model) if profile is not None else contextlib.nullcontext()) as saved, \
@@ -114,11 +122,11 @@ def _floor(cfg: PerfConfig, shape: dict[str, Any], device: torch.device, batch: 
             profile.update(activation_bytes=saved.bytes, flops_per_step=flops["flops"], grad_bytes=0,
                            optimizer_state_bytes=0)
 
-    return Contender(FLOOR, step, model, 0, batch["attention_mask"].numel())
+    return Contender(FLOOR, step, model, 0, tokens)
 
 
 def _method(name: str, cfg: PerfConfig, shape: dict[str, Any], device: torch.device,
-            batch: dict[str, torch.Tensor]) -> Contender:
+            batch: dict[str, torch.Tensor], team: Team | None) -> Contender:
     spec = registry.get(name)
     method_cfg, train, _ = build_configs(spec, cfg.overrides, None, TrainConfig())
     model = build_llama(shape, seed=cfg.seed).to(device)
@@ -131,10 +139,26 @@ def _method(name: str, cfg: PerfConfig, shape: dict[str, Any], device: torch.dev
     autocast = autocast_for(device, "auto")
 
     def step(i: int, profile: dict[str, int] | None) -> None:
-        optimizer_step(adapted, [batch], i, ctx.grad_clip, autocast, profile)
+        optimizer_step(adapted, [batch], i, ctx.grad_clip, autocast, profile, team)
+        if team is not None:
+            contender.comm_bytes.append(team.take_comm_bytes())
 
-    return Contender(name, step, adapted.model, adapted.trainable_params(), batch["attention_mask"].numel(),
-                     cfg.start_step)
+    contender = Contender(name, step, adapted.model, adapted.trainable_params(), batch["attention_mask"].numel(),
+                          cfg.start_step)
+    return contender
+
+
+def _slowest_rank(contenders: list[Contender], team: Team) -> None:
+    """Every timed step's time becomes the slowest rank's (each rank ran the same steps in the
+    same order), and each method's comm_bytes_per_step what one of its steps passed to collectives."""
+    for c in contenders:
+        for times in (c.round_times, c.floor_times):
+            flat = team.largest({f"{r}.{i}": t for r, round_ in enumerate(times) for i, t in enumerate(round_)})
+            for r, round_ in enumerate(times):
+                round_[:] = [flat[f"{r}.{i}"] for i in range(len(round_))]
+        c.profile.update(team.largest({k: v for k, v in c.profile.items() if k.endswith("_bytes")}))
+        if c.comm_bytes:
+            c.profile["comm_bytes_per_step"] = statistics.fmean(c.comm_bytes)
 
 
 def spread(values: list[float]) -> float:
@@ -158,7 +182,9 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
     shape = SHAPES[cfg.shape]
     batch = _batch(cfg, shape["vocab_size"], device)
     names = list(dict.fromkeys(cfg.methods))
-    contenders = [_floor(cfg, shape, device, batch)] + [_method(n, cfg, shape, device, batch) for n in names]
+    team = distributed.current()  # bench perf --nproc N: every rank measures, rank 0 reports
+    contenders = [_floor(cfg, shape, device, batch, team)] + [_method(n, cfg, shape, device, batch, team)
+                                                               for n in names]
     clock = ThreadCpuClock() if cfg.clock == "cpu" else StepClock(device)
     counter, no_counter = open_instruction_counter() if device.type == "cpu" else (None, "not a CPU run")
     for c in contenders:  # warm-up, one profiled step, one counted step: all untimed
@@ -184,6 +210,8 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
                 floor.round_times[-1] += floors
             if not methods:
                 floor.round_times[-1] = floor.run(cfg.steps_per_round, clock)
+    if team is not None:
+        _slowest_rank(contenders, team)
     op_profiles: dict[str, dict[str, dict[str, float]]] = {}
     for c in progress_bar(contenders if profile_steps else [], desc="profiling", unit="method", disable=not progress):
         op_profiles[c.name] = profile_ops(lambda c=c: c.run(profile_steps, clock), profile_steps, device)
@@ -234,11 +262,20 @@ def _measure(cfg: PerfConfig, progress: bool, profile_steps: int) -> dict[str, A
     return result
 
 
+def perf_config_from_dict(values: dict[str, Any]) -> PerfConfig:
+    """A ``PerfConfig`` from its JSON form (the ranks of ``bench perf --nproc`` read it)."""
+    return PerfConfig(**{**values, "methods": tuple(values["methods"])})
+
+
 def format_table(result: dict[str, Any]) -> str:
     cfg = result["config"]
     head = (f"bench perf: {cfg['shape']} shapes, batch {cfg['batch_size']} x {cfg['seq_len']} tokens, "
             f"{cfg['rounds']} rounds x {cfg['steps_per_round']} steps, device {result['device']['name']}, "
             f"{result['device'].get('threads', '-')} threads")
+    several = result.get("world_size", 1) > 1
+    if several:
+        head += (f"\n{result['world_size']} processes: the batch shared, step times the slowest rank's, the floor "
+                 "on each rank's share; comm MiB = bytes a step passed to collectives")
     if cfg.get("inject_slowdown"):
         head += "\nINJECTED SLOWDOWN (test aid, not a real figure): " + ", ".join(
             f"{m} x{f:g}" for m, f in cfg["inject_slowdown"].items())
@@ -249,7 +286,7 @@ def format_table(result: dict[str, Any]) -> str:
                     if busy else ""))
     median_s, _, p10_s, p90_s, _ = clock_figures(cfg)
     cols = ["method", "cpu_step_s" if median_s != "step_time_s" else "step_s", "p10-p90", "x floor", "+-", "x lora", "+-", "mean x lora", "act MiB",
-            "grad MiB", "opt MiB", "trainable%"]
+            "grad MiB", "opt MiB", "trainable%"] + (["comm MiB"] if several else [])
     mib = lambda b: f"{(b or 0) / 2**20:.1f}"  # noqa: E731
     rows = []
     for name, r in result["methods"].items():
@@ -261,7 +298,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"{r['ratio_to_lora_mean']:.3f}" if "ratio_to_lora_mean" in r else "-",
             mib(r.get("activation_bytes")), mib(r.get("grad_bytes")), mib(r.get("optimizer_state_bytes")),
             f"{r['trainable_pct']:.3f}",
-        ])
+        ] + ([mib(r.get("comm_bytes_per_step"))] if several else []))
     widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
     fmt = lambda row: "  ".join(str(x).rjust(w) for x, w in zip(row, widths))  # noqa: E731
     return "\n".join([head, fmt(cols), *(fmt(r) for r in rows)])

@@ -161,6 +161,9 @@ _FIGURES = [
            table=EFFICIENCY, column=8, exact=True, plot_label="activations", memory_part=True),
     Metric("mem_accounted_bytes", "bytes", False, "Accounted (MiB)",
            "activation + gradient + optimizer-state bytes", fixed(1), MIB),
+    Metric("comm_bytes_per_step", "bytes", False, "Comm (MiB/step)",
+           "bytes passed to collectives inside an optimizer step, counted where issued (gradient all-reduce "
+           "buckets and the loss), mean over the steps; runs on several processes only", fixed(2), MIB, exact=True),
     Metric("flops_per_step", "flops", False, "FLOPs/step",
            "FLOPs of one profiled step (torch.utils.flop_counter)", human_count, exact=True),
     Metric("instructions_per_step", "count", False, "Instr./step",

@@ -113,6 +113,7 @@ class RunRecord:
     stages: list[dict[str, Any]] = field(default_factory=list)
     resumed_after_stage: int | None = None
     load: dict[str, Any] | None = None
+    distributed: dict[str, Any] | None = None  # several processes: world size, nodes, rank checksums
     text_loss_after: float | None = None
     derived: list[Derived] = field(default_factory=list)
     accuracy_matrix: dict[str, Any] | None = None

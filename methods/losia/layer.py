@@ -83,6 +83,16 @@ class Subnet:
                 self._block = self.take(full)
         return self._block
 
+    def sync_tensors(self) -> list[torch.Tensor]:
+        """What a data-parallel run averages: the full gradient while profiled (the block is then
+        sliced again from the averaged one), else the block."""
+        if self.profiling:
+            self._block = None
+            full = self.full_grad()
+            return [] if full is None else [full]
+        block = self.block_grad()
+        return [] if block is None else [block]
+
     def grad_tensors(self) -> list[torch.Tensor]:
         """Gradient buffers this subnet holds right now (for the memory breakdown)."""
         return [t for t in (self._block, self.full_grad()) if t is not None]

@@ -128,6 +128,14 @@ class LosiaAdapted(Adapted):
         for s in self.subnets:
             s.profiling = s.slot in self.profiled
 
+    def sync_tensors(self) -> list[torch.Tensor]:
+        """Several processes: each subnet's block gradient, or, for the slot(s) being profiled,
+        the full gradient the importance estimate reads (the block is sliced from it after the
+        reduction); and the dense gradients. The rest of a plain-LoSiA full gradient stays local:
+        nothing reads it. The reduced statistics are the same on every rank, so re-localization is."""
+        grads = [g for s in self.subnets for g in s.sync_tensors()]
+        return grads + [p.grad for p in self.params if p.grad is not None]
+
     def clip_gradients(self, max_norm: float | None) -> float | None:
         """Clip the subnet gradients and dense gradients together (not the full gradients).
 
