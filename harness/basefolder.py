@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.export import share
+from harness.safe_io import share
 from harness.models import (DEFAULT_MODEL, EXPORTED_RANDOM, ModelError, build_llama, cache_dir, model_info,
                             smollm2_dir)
 

@@ -23,6 +23,7 @@ under a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -105,15 +106,6 @@ def _write_delta(folder: Path, delta: dict[str, torch.Tensor], meta: dict[str, A
     doc = {"format": DELTA_FORMAT, "version": DELTA_VERSION, **meta, "tensors": kinds}
     (folder / DELTA_CONFIG).write_text(json.dumps(doc, indent=2) + "\n")
     shutil.copyfile(DELTA_LOADER, folder / DELTA_LOADER.name)
-
-
-def share(folder: Path) -> None:
-    """Make a folder we wrote readable as the umask allows (0755/0644 under umask 022), like any
-    file the user writes: ``mkdtemp`` makes folders 0700, which colleagues cannot read."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *Path(folder).rglob("*")]:
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def save_trained(adapted: Adapted, kind: str, target: Path, base_model: str, tokenizer: Any,

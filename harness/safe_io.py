@@ -199,6 +199,7 @@ def atomic(target: Path, folder: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if folder:
+            share(tmp)
             shutil.rmtree(target, ignore_errors=True)  # a rerun replaces what the last one wrote
         else:
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
@@ -206,6 +207,13 @@ def atomic(target: Path, folder: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if folder else tmp.unlink(missing_ok=True)
         raise
+
+
+def share(folder: Path) -> None:
+    """Make a folder we wrote readable as the umask allows (0755/0644 under umask 022), like any
+    file the user writes: ``mkdtemp`` makes folders 0700, which colleagues cannot read."""
+    for path in [folder, *Path(folder).rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
 
 
 def write_text(path: Path, text: str) -> None:
