@@ -26,7 +26,7 @@ import torch
 
 from harness import distributed, locks, machineload, metrics, records, safe_io
 from harness.config import ConfigError, RunConfig, TrainConfig, config_from_dict, method_context
-from harness.schema.record import Derived, Evaluated, Evaluation, Figure, RunRecord
+from harness.schema.record import Derived, Evaluated, Evaluation, Figure, RunRecord, evaluation_from_json
 from harness.schema.settings import BEFORE_EVAL_KEYS
 from harness.data import TrainBatches
 from harness.distributed.team import end_of_training
@@ -287,8 +287,7 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task_name: str, cfg: R
     summary = Evaluation(task=task_name, phase=phase, metrics=ev.metrics, protocol=ev.protocol,
                          backend=protocols.backend_for(task, cfg.backend), prompt=ev.prompt, shots=ev.shots,
                          chat_template=ev.chat_template, data_sha256=_data_sha(data.checksums), chance=task.chance,
-                         split_note=data.split_note, eval_limit=ec.eval_limit, num_beams=ec.num_beams,
-                         max_new_tokens=ec.max_new_tokens, settings=ev.extra or None)
+                         split_note=data.split_note, settings=ev.extra or None)
     return summary, ev.samples
 
 
@@ -306,10 +305,7 @@ def cached_before_eval(out: Path, model: torch.nn.Module, tokenizer: Any, task_n
     cached = safe_io.read_json(path, _cache_problem("summary", "samples"), then="evaluated again")
     if cached:
         try:
-            summary = Evaluation(**{**cached["summary"], "cached": True})
-            if summary.eval_limit is None:  # cached before evaluations carried their settings
-                summary.eval_limit, summary.num_beams = cfg.eval.eval_limit, cfg.eval.num_beams
-                summary.max_new_tokens = cfg.eval.max_new_tokens
+            summary = evaluation_from_json({**cached["summary"], "cached": True})
             return summary, cached["samples"]
         except TypeError as err:
             safe_io.warn(f"{path}: damaged ({err}); evaluated again")

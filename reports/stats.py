@@ -177,7 +177,7 @@ def paired_grid(runs_a: list[Run], runs_b: list[Run], name: str, phase: str | No
                               f"{trained_on[seed]} and {ra.config.get('train_tasks')}); compare one setting "
                               f"per results folder")
         trained_on[seed] = ra.config.get("train_tasks")
-        how = [tuple(str(e.get(f)) for f in MEASURED_BY) for e in (ea, eb)]
+        how = [tuple(str(r.rec.measured_by(e).get(f)) for f in MEASURED_BY) for e, r in ((ea, ra), (eb, rb))]
         if how[0] != how[1] or (setting is not None and setting != how[0]):
             raise ReportError(f"{name}: {a} and {b} were evaluated differently "
                               f"({', '.join(MEASURED_BY)}: {how[0]} vs {how[1]}); not paired")

@@ -62,7 +62,7 @@ def test_a_record_of_the_old_format_reads_as_the_current_one(tmp_path):
     write_json(tmp_path / "runs" / "old" / "run.json", old)
     rec = records.read_record(tmp_path / "runs" / "old" / "run.json")
     assert rec.config["train"] == {} and rec.config["eval"]["eval_limit"] == 20 and "train_config" not in rec.to_json()
-    assert rec.evaluated == Evaluated("m", "/a/b") and rec.evals[0].num_beams == 1
+    assert rec.evaluated == Evaluated("m", "/a/b") and rec.measured_by(rec.evals[0])["num_beams"] == 1
     [row] = rec.rows()
     assert (row["adapter"], row["eval_limit"], row["num_beams"], row["unit"]) == ("/a/b", 20, 1, "fraction")
     again = type(rec).from_json(rec.to_json())

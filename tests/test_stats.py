@@ -57,7 +57,7 @@ def make_run(root: Path, method: str, seed: int, correct: list[bool], prompt: st
     """A finished run trained on ``task``; ``retention`` maps other evaluated tasks to their answers."""
     run_id = f"m__{method}__{task}__s{seed}__{prompt[-1]}"
     answered = {task: correct, **(retention or {})}
-    evals = [factories.evaluation(name, "after", sum(a) / len(a), n=len(a), prompt=prompt, eval_limit=len(correct))
+    evals = [factories.evaluation(name, "after", sum(a) / len(a), n=len(a), prompt=prompt)
              for name, a in answered.items()]
     rec = factories.record(run_id, method=method, seed=seed, train_tasks=[task], retention_tasks=list(retention or {}),
                            evaluation_config={"eval_limit": len(correct)}, evals=evals)

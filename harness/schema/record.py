@@ -5,8 +5,6 @@
 * records before the settings catalogue kept the evaluation keys inside ``config.train`` and a
   duplicate of the whole block as ``train_config``; they are split into ``config.train`` (the
   trainer's keys) and ``config.eval`` (the evaluation's), and the duplicate is dropped;
-* evaluations before it did not carry the measured-by settings (``eval_limit``, ``num_beams``,
-  ``max_new_tokens``): they are taken from the run's evaluation config;
 * evaluation-only runs before it did not say what they evaluated: ``evaluated`` is rebuilt from
   the config's model and adapter (no content hash: it was never taken).
 
@@ -23,12 +21,15 @@ from typing import Any, NamedTuple
 from harness.schema import figures, settings
 from harness.schema.phases import TRAIN
 
-TIDY_COLUMNS = [
+_FIRST_COLUMNS = [
     "run_id", "model", "method", "train_tasks", "seed", "task", "phase", "metric", "value", "stderr", "n",
     "unit", "protocol", "backend", "prompt", "shots", "chat_template", "eval_limit", "data_sha256", "chance", "status",
-    # added with the settings catalogue: decoding settings (measured-by) and what an evaluation-only run scored
-    "num_beams", "max_new_tokens", "adapter", "adapter_sha256",
 ]
+# every setting that changes what an evaluation measures is a column (``settings.MEASURED``; the
+# decoding keys came with the catalogue), then what an evaluation-only run scored
+TIDY_COLUMNS = [*_FIRST_COLUMNS, *(c for c in settings.MEASURED_BY if c not in _FIRST_COLUMNS),
+                "adapter", "adapter_sha256"]
+_MEASURED = [s for s in settings.SETTINGS if settings.MEASURED in s.affects]
 OK, FAILED, RUNNING, BUSY = "ok", "failed", "running", "busy"
 # what records written before an evaluation key existed used: historical facts, not the current
 # defaults (``harness.config.EvalConfig``), which may change without changing old records' meaning
@@ -57,9 +58,6 @@ class Evaluation:
     data_sha256: str | None = None
     chance: float | None = None
     split_note: str | None = None
-    eval_limit: int | None = None
-    num_beams: int | None = None
-    max_new_tokens: int | None = None
     settings: dict[str, Any] | None = None  # the evaluator's own settings (lm-eval's task config)
     cached: bool | None = None  # a "before" evaluation read from the cache
 
@@ -137,8 +135,7 @@ class RunRecord:
         config = normalized_config(data.pop("config"))
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "config"}
         known = {k: data.pop(k) for k in list(data) if k in names}
-        evaluation = config.get("eval", {})
-        evals = [_evaluation(e, evaluation) for e in known.pop("evals", None) or []]
+        evals = [evaluation_from_json(e) for e in known.pop("evals", None) or []]
         derived = [Derived(**{k: v for k, v in d.items() if k in _DERIVED}) for d in known.pop("derived", None) or []]
         costs = {k: Figure(v[0], v[1]) for k, v in (known.pop("costs", None) or {}).items()}
         evaluated = known.pop("evaluated", None)
@@ -171,23 +168,19 @@ class RunRecord:
         what = self.evaluated or Evaluated(cfg["model"], cfg.get("adapter"))
         base = {
             "run_id": self.run_id, "model": cfg["model"], "method": cfg["method"],
-            "train_tasks": "+".join(cfg["train_tasks"]), "seed": cfg["seed"],
+            "train_tasks": "+".join(cfg["train_tasks"]), "seed": cfg["seed"], **self._measured(),
             "protocol": cfg.get("protocol", "likelihood"), "backend": cfg.get("backend", "native"),
-            "eval_limit": cfg["eval"]["eval_limit"], "num_beams": cfg["eval"]["num_beams"],
-            "max_new_tokens": cfg["eval"]["max_new_tokens"], "status": self.status,
+            "shots": None, "chat_template": None, "status": self.status,
             "adapter": what.adapter, "adapter_sha256": what.adapter_sha256,
         }
         rows = []
         for ev in self.evals:
-            how = {k: getattr(ev, k) for k in ("protocol", "backend", "eval_limit", "num_beams", "max_new_tokens")
-                   if getattr(ev, k) is not None}
             for metric in ev.metrics:
                 figure = figures.task_metric(metric["name"]) if ev.backend == "lm-eval" else figures.get(metric["name"])
                 rows.append({
-                    **base, **how, "task": ev.task, "phase": ev.phase, "metric": metric["name"],
+                    **base, **self.measured_by(ev), "task": ev.task, "phase": ev.phase, "metric": metric["name"],
                     "value": metric["value"], "stderr": metric.get("stderr"), "n": metric.get("n"),
-                    "unit": figure.unit, "data_sha256": ev.data_sha256, "chance": ev.chance,
-                    "prompt": ev.prompt, "shots": ev.shots, "chat_template": ev.chat_template,
+                    "unit": figure.unit, "chance": ev.chance,
                 })
         for d in self.derived:  # forgetting, BWT, final average accuracy, LM-loss change
             rows.append({**base, "task": d.task, "phase": d.phase, "metric": d.metric, "value": d.value,
@@ -202,6 +195,18 @@ class RunRecord:
         return rows
 
     # -- small questions readers ask -------------------------------------------------------
+
+    def _measured(self) -> dict[str, Any]:
+        """The run's settings that change what an evaluation measures, by their column."""
+        cfg = self.config
+        return {s.column: (cfg["eval"] if s.owner == settings.EVAL else cfg).get(s.key) for s in _MEASURED}
+
+    def measured_by(self, ev: Evaluation | dict[str, Any]) -> dict[str, Any]:
+        """How ``ev`` was measured (``settings.MEASURED_BY``): the run's settings, overridden by what
+        the evaluation itself recorded (an ``lm-eval:`` task reports its own protocol and shots)."""
+        ev = ev if isinstance(ev, Evaluation) else evaluation_from_json(ev)
+        own = {c: getattr(ev, c) for c in settings.MEASURED_BY if getattr(ev, c, None) is not None}
+        return {**self._measured(), **own}
 
     def cost(self, name: str) -> float | None:
         figure = self.costs.get(name)
@@ -223,11 +228,10 @@ def normalized_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _evaluation(data: dict[str, Any], evaluation: dict[str, Any]) -> Evaluation:
-    known = {k: v for k, v in data.items() if k in _EVALUATION}
-    for key in ("eval_limit", "num_beams", "max_new_tokens"):  # older summaries: the run's evaluation config
-        known.setdefault(key, evaluation.get(key))
-    return Evaluation(**known)
+def evaluation_from_json(data: dict[str, Any]) -> Evaluation:
+    """An evaluation summary as stored (keys it does not know, e.g. the settings this branch's
+    first version copied into it, are left out)."""
+    return Evaluation(**{k: v for k, v in data.items() if k in _EVALUATION})
 
 
 def _plain(value: Any) -> Any:
