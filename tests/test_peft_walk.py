@@ -73,6 +73,16 @@ def test_unsupported_tuner_fails_for_the_stated_reason(peft_type, tmp_path):
         _train(_adapt_peft(model, config, TrainContext(lr=1e-2, total_steps=2)))
 
 
+def test_bench_run_refuses_an_unsupported_tuner_in_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    code = main(["run", "--methods", "lora,peft:poly", "--tasks", "arc_e", "--model", "tiny-llama",
+                 "--max-steps", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "peft:poly" in err[0] and "task_ids" in err[0]
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
 def test_committed_tested_list_is_this_walk():
     assert tested() == _current(), (f"{TESTED_FILE.name} is stale for peft {peft.__version__}: "
                                     f"run `python tests/test_peft_walk.py` and commit it")
