@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 import torch
@@ -82,6 +83,11 @@ def test_two_processes_train_as_one(tmp_path, method):
     assert max(abs(a - b) for a, b in zip(losses(one), losses(two))) <= TOL
     record = records.read_run(two / "run.json")
     assert record["distributed"]["world_size"] == 2
+    for folder, size in ((one, 1), (two, 2)):
+        table = pd.read_csv(folder.parents[1] / "results.csv")
+        assert set(table.world_size) == {size} and set(table.nodes) == {1}
+    assert record["costs"]["comm_bytes_per_step"][0] > 0 and "comm_bytes_per_step" not in records.read_run(
+        one / "run.json")["costs"]
     assert len(set(record["distributed"]["checksums"])) == 1
     if method.startswith("losia"):
         assert (one / "subnets.jsonl").read_text() == (two / "subnets.jsonl").read_text()
