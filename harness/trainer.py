@@ -96,8 +96,6 @@ def train(adapted: Adapted, batches: Iterable[list[dict[str, torch.Tensor]]], st
     slowest rank's and its memory the largest rank's, and ``comm_bytes`` what the step passed to
     collectives."""
     result, clock = TrainResult(profiled_step=profile_step), StepClock(device)
-    if team is not None:
-        team.wait_for_all()
     adapted.model.train()
     batch_iter, autocast = iter(batches), autocast_for(device, precision)
     bar = progress_bar(range(steps), desc="train", unit="step", disable=not progress)

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 import torch
@@ -76,12 +77,19 @@ def test_two_processes_train_as_one(tmp_path, method):
     one = train(tmp_path / "one", method, "--executor", "inline")
     two = train(tmp_path / "two", method, "--nproc", "2")
     diff = weight_difference(saved_weights(one), saved_weights(two), relative=method == "full")
-    print(f"{method}: max weight difference {diff:.3g}")
-    assert diff <= TOL
     assert len(losses(one)) == len(losses(two)) == 6
-    assert max(abs(a - b) for a, b in zip(losses(one), losses(two))) <= TOL
+    loss_diff = max(abs(a - b) for a, b in zip(losses(one), losses(two)))
+    print(f"{method}: max weight difference {diff:.3g}{' (relative)' if method == 'full' else ''}, "
+          f"max loss difference {loss_diff:.3g}")
+    assert diff <= TOL
+    assert loss_diff <= TOL
     record = records.read_run(two / "run.json")
     assert record["distributed"]["world_size"] == 2
+    for folder, size in ((one, 1), (two, 2)):
+        table = pd.read_csv(folder.parents[1] / "results.csv")
+        assert set(table.world_size) == {size} and set(table.nodes) == {1}
+    assert record["costs"]["comm_bytes_per_step"][0] > 0 and "comm_bytes_per_step" not in records.read_run(
+        one / "run.json")["costs"]
     assert len(set(record["distributed"]["checksums"])) == 1
     if method.startswith("losia"):
         assert (one / "subnets.jsonl").read_text() == (two / "subnets.jsonl").read_text()

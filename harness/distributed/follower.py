@@ -4,8 +4,8 @@ Rank 0 runs the driver (``driver.run_one`` / ``eval_only``: evaluations, the rec
 only writer). Every other rank builds the same model, scores its batches of every evaluation
 rank 0 announces (``serve``), adapts the model with the same method context (no run folder),
 trains on its share of every step, and meets rank 0 in the same collectives in the same order:
-the evaluations before training, the broadcast of rank 0's trainable parameters after ``adapt``,
-the barrier before training, the per-step collectives, ``end_of_training``, then the
+the evaluations before training, the broadcast of rank 0's trainable parameters after ``adapt``
+(which waits for rank 0's evaluations), the per-step collectives, ``end_of_training``, then the
 evaluations after training.
 """
 from __future__ import annotations

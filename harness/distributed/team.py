@@ -53,11 +53,6 @@ class Team:
         group = dist.new_group(backend=backend, timeout=timedelta(seconds=timeout_s))
         return cls(dist.get_rank(), dist.get_world_size(), nodes, backend, device, group)
 
-    def wait_for_all(self) -> None:
-        """Wait for every rank on the default group (no short timeout): the ranks meet here before
-        each training, while rank 0 may still be evaluating."""
-        dist.barrier()
-
     def start_from_rank0(self, adapted: Adapted, seed: int) -> None:
         """After ``adapt``: every rank takes rank 0's trainable parameters (as
         DistributedDataParallel does when it wraps a model), on the default group, which waits for
