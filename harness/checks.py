@@ -134,7 +134,8 @@ def check(obj: Any, where: str, rules: dict[str, Rule]) -> None:
             continue
         value = getattr(obj, f.name)
         found = rules.get(f.name) or Rule()
-        problem = None if value is None and f.default is None else found.problem(value, f.type)
+        # a config class's own default is the author's choice (peft's OFT: r=0, sized by oft_block_size)
+        problem = None if value is None and f.default is None or value == f.default else found.problem(value, f.type)
         if problem:
             note = f" ({found.note})" if found.note else ""
             raise ConfigError(f"{f.name}={_show(value)} for {where}: {problem}{note}")
