@@ -100,16 +100,21 @@ def _add_ranks(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dist-backend", choices=BACKENDS, default="auto", help="auto (default): nccl on CUDA, gloo on CPU")
     g.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help="a training collective waiting longer fails the run (a hung rank); default %(default)s")
+    g.add_argument("--shard", action="store_true",
+                   help="full fine-tuning and LoRA under FSDP2 (fully_shard), for models that do not fit one device; "
+                        "needs --nproc/--nnodes above 1")
 
 
 def _ranks(args: argparse.Namespace) -> Any:
     """The ``--nproc`` settings, checked against this machine before anything runs."""
-    from harness.distributed.launch import Ranks, check
+    from harness.distributed.launch import Ranks, check, check_shard
 
     from harness.config import ConfigError
 
-    ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout)
+    ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout,
+                  getattr(args, "shard", False))
     check(ranks, args.device, here=getattr(args, "executor", "local") in ("local", "inline"))
+    check_shard(ranks, comma_list(args.methods) if getattr(args, "methods", None) else [])
     if ranks.several and getattr(args, "sequence", None):  # the other ranks cannot resume a sequence yet
         raise ConfigError("--sequence runs on one process; drop --nproc/--nnodes")
     return ranks
