@@ -91,7 +91,7 @@ def check_shard(ranks: Ranks, methods: list[str]) -> None:
 
     if not ranks.several:
         raise ConfigError("--shard shards the model over several processes: add --nproc 2 (or more)")
-    refused = [m for m in methods if not registry.get(m).shardable]
+    refused = sorted({m for m in methods if not registry.get(m).shardable})
     if refused:
         valid = sorted(n for n in registry.names() if registry.get(n).shardable)
         raise ConfigError(f"--shard runs {', '.join(valid)}; not {', '.join(refused)}")

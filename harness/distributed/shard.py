@@ -5,7 +5,7 @@ The harness, not the method, shards: every decoder layer (the model's ``_no_spli
 blocks transformers never splits across devices) and then the root are wrapped with
 ``fully_shard`` on one mesh of all ranks, after every rank took rank 0's weights. Only methods
 whose spec says ``shardable`` (their trainable tensors are parameters and the default AdamW
-trains them) are accepted (``harness.cli``). The method's parameters are replaced by FSDP's
+trains them) are accepted (``launch.check_shard``). The method's parameters are replaced by FSDP's
 sharded ones, so ``Adapted.params``, the optimizer and the schedule are rebuilt over them
 (``Adapted.start_stage``: the same optimizer and schedule, built afresh before the first step).
 
@@ -20,41 +20,40 @@ collective and rank 0 saves plain tensors.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
 from torch import nn
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
 
 from methods.base import Adapted
 
-if TYPE_CHECKING:
-    from harness.distributed.team import Team
+Count = Callable[[int], None]  # adds bytes passed to a collective to the step's comm_bytes (Team.count)
 
 
 class CountedAllGather(DefaultAllGather):
-    """FSDP's all-gather, counting the bytes it assembles (the unsharded parameters) in the team."""
+    """FSDP's all-gather, counting the bytes it assembles (the unsharded parameters)."""
 
-    def __init__(self, team: "Team") -> None:
-        self.team = team
+    def __init__(self, count: Count) -> None:
+        self.count = count
 
     def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: Any,
                  async_op: bool = False) -> Any:
-        self.team.comm_bytes += output_tensor.numel() * output_tensor.element_size()
+        self.count(output_tensor.numel() * output_tensor.element_size())
         return super().__call__(output_tensor, input_tensor, group, async_op)
 
 
 class CountedReduceScatter(DefaultReduceScatter):
-    """FSDP's reduce-scatter, counting the bytes it reduces (the unsharded gradients) in the team."""
+    """FSDP's reduce-scatter, counting the bytes it reduces (the unsharded gradients)."""
 
-    def __init__(self, team: "Team") -> None:
-        self.team = team
+    def __init__(self, count: Count) -> None:
+        self.count = count
 
     def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: Any, op: Any,
                  async_op: bool = False) -> Any:
-        self.team.comm_bytes += input_tensor.numel() * input_tensor.element_size()
+        self.count(input_tensor.numel() * input_tensor.element_size())
         return super().__call__(output_tensor, input_tensor, group, op, async_op)
 
 
@@ -64,13 +63,14 @@ def layer_classes(model: nn.Module) -> set[str]:
     return {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
 
 
-def shard(adapted: Adapted, team: "Team") -> int:
-    """Wrap ``adapted.model``'s decoder layers and root with ``fully_shard`` over every rank and
-    rebuild the optimizer over the sharded parameters; returns how many layers were wrapped."""
+def shard(adapted: Adapted, device: torch.device, world_size: int, count: Count) -> int:
+    """Wrap ``adapted.model``'s decoder layers and root with ``fully_shard`` over the ``world_size``
+    ranks and rebuild the optimizer over the sharded parameters; FSDP's collectives report their
+    bytes to ``count``. Returns how many layers were wrapped."""
     model = adapted.model
     names = {id(p): n for n, p in model.named_parameters()}
     trained = [names[id(p)] for p in adapted.params]
-    mesh = dist.device_mesh.init_device_mesh(team.device.type, (team.world_size,))
+    mesh = init_device_mesh(device.type, (world_size,))
     classes = layer_classes(model)
     layers = [m for m in model.modules() if type(m).__name__ in classes]
     if not layers:
@@ -80,8 +80,8 @@ def shard(adapted: Adapted, team: "Team") -> int:
     fully_shard(model, mesh=mesh)
     for module in [*layers, model]:
         assert isinstance(module, FSDPModule)
-        module.set_custom_all_gather(CountedAllGather(team))
-        module.set_custom_reduce_scatter(CountedReduceScatter(team))
+        module.set_custom_all_gather(CountedAllGather(count))
+        module.set_custom_reduce_scatter(CountedReduceScatter(count))
     by_name = dict(model.named_parameters())
     adapted.params = [by_name[n] for n in trained]
     adapted.start_stage(adapted.ctx)  # the optimizer and schedule over the sharded parameters

@@ -68,7 +68,7 @@ class Team:
         if self.shard:
             from harness.distributed.shard import shard
 
-            shard(adapted, self)
+            shard(adapted, self.device, self.world_size, self.count)
         torch.manual_seed(seed + 7919 * self.rank)
 
     # -- evaluation: rank 0 says what to evaluate, every rank scores some batches -----------------
@@ -135,8 +135,12 @@ class Team:
         taken, self.comm_bytes = self.comm_bytes, 0
         return taken
 
+    def count(self, nbytes: int) -> None:
+        """Add ``nbytes`` passed to a collective to this step's ``comm_bytes`` (where it is issued)."""
+        self.comm_bytes += nbytes
+
     def _all_reduce(self, tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> None:
-        self.comm_bytes += tensor.numel() * tensor.element_size()
+        self.count(tensor.numel() * tensor.element_size())
         dist.all_reduce(tensor, op=op, group=self.group)
 
     # -- bookkeeping collectives (outside the timed step; not in comm_bytes_per_step) -----------
