@@ -86,8 +86,9 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
                    help="slurm: submitit backend (default: slurm where sbatch exists, else local processes)")
 
 
-def _add_ranks(p: argparse.ArgumentParser) -> None:
-    """One run on several processes (harness.distributed; README "One run on several GPUs")."""
+def _add_ranks(p: argparse.ArgumentParser, trains: bool = False) -> None:
+    """One run on several processes (harness.distributed; README "One run on several GPUs");
+    ``trains``: the command trains (``--shard``)."""
     from harness.distributed.launch import BACKENDS, DEFAULT_TIMEOUT_S
 
     g = p.add_argument_group("processes", "one run on several processes, GPUs or machines (torch.distributed.run)")
@@ -100,16 +101,22 @@ def _add_ranks(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dist-backend", choices=BACKENDS, default="auto", help="auto (default): nccl on CUDA, gloo on CPU")
     g.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help="a training collective waiting longer fails the run (a hung rank); default %(default)s")
+    if trains:
+        g.add_argument("--shard", action="store_true",
+                       help="full fine-tuning and LoRA under FSDP2 (fully_shard), for models that do not fit one "
+                            "device; needs --nproc/--nnodes above 1")
 
 
 def _ranks(args: argparse.Namespace) -> Any:
     """The ``--nproc`` settings, checked against this machine before anything runs."""
-    from harness.distributed.launch import Ranks, check
+    from harness.distributed.launch import Ranks, check, check_shard
 
     from harness.config import ConfigError
 
-    ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout)
+    ranks = Ranks(args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_backend, args.dist_timeout,
+                  getattr(args, "shard", False))
     check(ranks, args.device, here=getattr(args, "executor", "local") in ("local", "inline"))
+    check_shard(ranks, [])  # the methods: once the runs are planned (cmd_run, cmd_sweep)
     if ranks.several and getattr(args, "sequence", None):  # the other ranks cannot resume a sequence yet
         raise ConfigError("--sequence runs on one process; drop --nproc/--nnodes")
     return ranks
@@ -190,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a trainer key (lr=3e-4, batch_size=4) or a method key (lora.r=16); repeatable")
     _add_outputs(run)
     _add_executor(run)
-    _add_ranks(run)
+    _add_ranks(run, trains=True)
     run.add_argument("--force", action="store_true", help="rerun runs that already finished")
     _add_baseline(run)
     run.set_defaults(func=cmd_run)
@@ -213,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_outputs(sweep)
     _add_executor(sweep)
-    _add_ranks(sweep)
+    _add_ranks(sweep, trains=True)
     _add_baseline(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
@@ -391,7 +398,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_names(args.methods, args.sequence or args.tasks)
     parse_report_to(args.report_to, args.out)  # a missing tracker or store, before the model loads
     from harness import launch, plan, records
-    from harness.distributed.launch import check_shares
+    from harness.distributed.launch import check_shard, check_shares
     from harness.models import check_model, model_info
     from reports.block import end_of_run
     from reports.summary import summary_table
@@ -406,6 +413,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"model {args.model}: {note}")
     options, job = _executor_setup(args)
     check_shares(job.ranks, [cfg.train.micro() for cfg in plans if cfg.train_tasks])
+    check_shard(job.ranks, [cfg.method for cfg in plans if cfg.train_tasks])
     # bench run reruns failed runs (a command repeated after a fix); a sweep does so only when asked
     failed = launch.launch(plans, args.executor, options, job, force=args.force, retry_failed=True)
     df = records.rebuild_table(out)
@@ -420,7 +428,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import records, sweep
-    from harness.distributed.launch import check_shares
+    from harness.distributed.launch import check_shard, check_shares
     from harness.sweep.grid import every_run, expand
     from reports.block import end_of_run
     from reports.summary import summary_table
@@ -431,6 +439,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     options, job = _executor_setup(args)
     check_shares(job.ranks, [cfg.train.micro() for cfg in every_run(expand(spec)[0]) if cfg.train_tasks])
+    check_shard(job.ranks, [cfg.method for cfg in every_run(expand(spec)[0]) if cfg.train_tasks])
     finals, failed = sweep.run(spec, args.executor, options, job, retry_failed=args.retry_failed)
     df = records.rebuild_table(args.out)
     ids = {cfg.run_id for cfg in finals}

@@ -24,6 +24,8 @@ from typing import Any, Collection, Iterator
 import torch
 from torch import nn
 
+from methods.base import local_part
+
 
 def synchronize(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
@@ -225,7 +227,7 @@ class SavedTensorBytes:
 
     def __init__(self, model: nn.Module | None = None) -> None:
         self._param_ptrs = (
-            {p.untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
+            {local_part(p).untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
         )
         self._seen: set[tuple[str, int]] = set()
         self.bytes = 0

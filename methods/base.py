@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 class Artifacts(Protocol):
@@ -98,13 +99,21 @@ def default_scheduler(optimizer: torch.optim.Optimizer, ctx: TrainContext) -> to
     )
 
 
+def local_part(t: torch.Tensor) -> torch.Tensor:
+    """What this process holds of ``t``: its shard of a sharded tensor (a DTensor, ``--shard``), else
+    ``t`` itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of distinct storages among ``tensors`` (views of one storage count once)."""
+    """Bytes of distinct storages among ``tensors`` (views of one storage count once; of a sharded
+    tensor, this process's shard)."""
     seen: set[tuple[torch.device, int]] = set()
     total = 0
     for t in tensors:
         if t is None or not isinstance(t, torch.Tensor):
             continue
+        t = local_part(t)
         st = t.untyped_storage()
         key = (t.device, st.data_ptr())
         if key in seen:
@@ -245,6 +254,9 @@ class MethodSpec:
     # checks a config against the model's modules and shapes before anything runs (the harness
     # passes a weightless skeleton on the meta device); raises MethodConfigError with one line
     check_model: CheckFn | None = None
+    # --shard may put it under FSDP2 (harness.distributed.shard): its trainable tensors are
+    # parameters of the model trained by the default AdamW (Adapted.start_stage rebuilds it)
+    shardable: bool = False
 
     def default_config(self) -> Any:
         return self.config_cls()

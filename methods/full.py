@@ -27,5 +27,6 @@ METHODS = [
         FullConfig,
         adapt,
         presets={"paper": {"trainer.lr": 2e-5}},
+        shardable=True,
     )
 ]

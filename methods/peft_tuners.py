@@ -151,7 +151,7 @@ def _specs() -> list[MethodSpec]:
                        "trainer.epochs": 3, "trainer.warmup_steps": 100}}
     return [
         MethodSpec("lora", "LoRA (peft), r=32 alpha=64 on all decoder linears", lora, _adapt_peft, paper,
-                   size_keys=("r",), check_model=check_targets),
+                   size_keys=("r",), check_model=check_targets, shardable=True),
         MethodSpec("dora", "DoRA (peft LoRA with use_dora), r=32 alpha=64", dora, _adapt_peft,
                    {"paper": {**paper["paper"], "trainer.lr": 1e-4}}, size_keys=("r",), check_model=check_targets),
         MethodSpec("pissa", "PiSSA (peft LoRA, SVD init of the principal subspace), r=32", pissa, _adapt_peft, paper,

@@ -97,6 +97,25 @@ def test_two_processes_train_as_one(tmp_path, method):
 
 @pytest.mark.slow
 @needs_two_cores
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_two_sharded_processes_train_as_one(tmp_path, method):
+    """``--shard`` (FSDP2): the same trajectory and saved weights as one process, the record says so."""
+    one = train(tmp_path / "one", method, "--executor", "inline")
+    two = train(tmp_path / "two", method, "--nproc", "2", "--shard")
+    diff = weight_difference(saved_weights(one), saved_weights(two), relative=method == "full")
+    loss_diff = max(abs(a - b) for a, b in zip(losses(one), losses(two)))
+    print(f"{method} --shard: max weight difference {diff:.3g}{' (relative)' if method == 'full' else ''}, "
+          f"max loss difference {loss_diff:.3g}")
+    assert len(losses(two)) == 6 and diff <= TOL and loss_diff <= TOL
+    record = records.read_run(two / "run.json")
+    assert record["distributed"]["shard"] is True and len(set(record["distributed"]["checksums"])) == 1
+    # FSDP gathers every weight in the forward and reduce-scatters every trained gradient (float32)
+    costs = record["costs"]
+    assert costs["comm_bytes_per_step"][0] >= 4 * (costs["total_params"][0] + costs["trainable_params"][0])
+
+
+@pytest.mark.slow
+@needs_two_cores
 def test_evaluation_on_two_processes_writes_the_samples_of_one(tmp_path):
     argv = ["eval", "--model", "tiny-llama", "--tasks", "synthetic", "--eval-limit", "40", "--set", "eval_batch_size=8",
             "--no-progress", "--device", "cpu"]
@@ -157,6 +176,8 @@ def test_batches_shared_by_ranks_come_back_in_batch_order():
     (["--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "nohost"], ["HOST:PORT"]),
     (["--nproc", "2", "--set", "batch_size=3"], ["3 examples", "2 processes"]),
     (["--nproc", "2", "--sequence", "synthetic,synthetic"], ["--sequence"]),
+    (["--shard"], ["--shard", "--nproc 2"]),
+    (["--nproc", "2", "--shard", "--methods", "losia"], ["--shard", "losia"]),
 ])
 def test_ranks_this_machine_cannot_run_are_one_line(tmp_path, capsys, extra, needles):
     from tests.test_faults import assert_one_line_error, bench

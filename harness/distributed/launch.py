@@ -34,6 +34,7 @@ class Ranks:
     rdzv_endpoint: str | None = None  # HOST:PORT of the rendezvous; None on one machine: 127.0.0.1, a free port
     backend: str = "auto"  # nccl on CUDA, gloo on CPU
     timeout_s: float = DEFAULT_TIMEOUT_S
+    shard: bool = False  # --shard: the model under FSDP2 (harness.distributed.shard)
 
     @property
     def world_size(self) -> int:
@@ -79,6 +80,21 @@ def check(ranks: Ranks, device: str, here: bool = True) -> None:
     elif ranks.nproc > (os.cpu_count() or 1):
         raise ConfigError(f"--nproc {ranks.nproc}: this machine has {os.cpu_count()} CPU core(s); "
                           "at most one rank per core")
+
+
+def check_shard(ranks: Ranks, methods: list[str]) -> None:
+    """``--shard`` needs several processes and methods whose spec is ``shardable``."""
+    if not ranks.shard:
+        return
+    from harness.config import ConfigError
+    from methods import registry
+
+    if not ranks.several:
+        raise ConfigError("--shard shards the model over several processes: add --nproc 2 (or more)")
+    refused = sorted({m for m in methods if not registry.get(m).shardable})
+    if refused:
+        valid = sorted(n for n in registry.names() if registry.get(n).shardable)
+        raise ConfigError(f"--shard runs {', '.join(valid)}; not {', '.join(refused)}")
 
 
 def check_shares(ranks: Ranks, micro_batch_sizes: list[int]) -> None:

@@ -9,7 +9,8 @@ the same sum, rank ``r`` back-propagates ``W * (its tokens' summed loss) / (the 
 tokens)`` and the gradients are summed across ranks and divided by ``W`` (an average, as
 ``DistributedDataParallel`` does). The gradients a method needs reduced are what
 ``Adapted.sync_tensors`` returns (every trainable gradient by default; LoSiA's subnet blocks),
-all-reduced in buckets of ``BUCKET_BYTES``.
+all-reduced in buckets of ``BUCKET_BYTES``. With ``--shard`` the model is under FSDP2 instead
+(``harness.distributed.shard``), whose reduce-scatter averages the gradients.
 """
 from __future__ import annotations
 
@@ -43,25 +44,31 @@ class Team:
     group: Any = None  # the training collectives' group (shorter timeout than the default group)
     comm_bytes: int = 0  # bytes passed to collectives since ``take_comm_bytes``
     bucket_bytes: int = BUCKET_BYTES
+    shard: bool = False  # --shard: the adapted model under FSDP2 (harness.distributed.shard)
 
     @classmethod
-    def from_environment(cls, device: torch.device, nodes: int, timeout_s: float, backend: str) -> "Team":
+    def from_environment(cls, device: torch.device, nodes: int, timeout_s: float, backend: str,
+                         shard: bool = False) -> "Team":
         """Join the process group torch.distributed.run described in this process's environment."""
         if not dist.is_initialized():
             # the default group waits on rank 0's evaluations (hours); training collectives time out sooner
             dist.init_process_group(backend, timeout=timedelta(hours=24))
         group = dist.new_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size(), nodes, backend, device, group)
+        return cls(dist.get_rank(), dist.get_world_size(), nodes, backend, device, group, shard=shard)
 
     def start_from_rank0(self, adapted: Adapted, seed: int) -> None:
         """After ``adapt``: every rank takes rank 0's trainable parameters (as
         DistributedDataParallel does when it wraps a model), on the default group, which waits for
         rank 0's evaluations before training; then each rank seeds its own random stream (dropout
         masks are drawn per rank: with dropout a run on W ranks is another draw of the same
-        training, not the one-process trajectory)."""
+        training, not the one-process trajectory). With ``shard``, the model is then sharded."""
         with torch.no_grad():
             for p in adapted.params:
                 dist.broadcast(p.data, 0)
+        if self.shard:
+            from harness.distributed.shard import shard
+
+            shard(adapted, self.device, self.world_size, self.count)
         torch.manual_seed(seed + 7919 * self.rank)
 
     # -- evaluation: rank 0 says what to evaluate, every rank scores some batches -----------------
@@ -102,7 +109,10 @@ class Team:
 
     # -- collectives inside the optimizer step (counted in comm_bytes_per_step) ------------------
     def sync_gradients(self, adapted: Adapted) -> None:
-        """Average the tensors ``adapted.sync_tensors()`` names across ranks, in place, in buckets."""
+        """Average the tensors ``adapted.sync_tensors()`` names across ranks, in place, in buckets
+        (sharded: FSDP's reduce-scatter has averaged them during the backward)."""
+        if self.shard:
+            return
         for bucket in _buckets(adapted.sync_tensors(), self.bucket_bytes):
             flat = torch.cat([t.reshape(-1) for t in bucket]) if len(bucket) > 1 else bucket[0].reshape(-1)
             self._all_reduce(flat)
@@ -125,8 +135,12 @@ class Team:
         taken, self.comm_bytes = self.comm_bytes, 0
         return taken
 
+    def count(self, nbytes: int) -> None:
+        """Add ``nbytes`` passed to a collective to this step's ``comm_bytes`` (where it is issued)."""
+        self.comm_bytes += nbytes
+
     def _all_reduce(self, tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> None:
-        self.comm_bytes += tensor.numel() * tensor.element_size()
+        self.count(tensor.numel() * tensor.element_size())
         dist.all_reduce(tensor, op=op, group=self.group)
 
     # -- bookkeeping collectives (outside the timed step; not in comm_bytes_per_step) -----------
@@ -158,7 +172,8 @@ class Team:
     def describe(self) -> dict[str, Any]:
         """What run.json records of the team."""
         return {"world_size": self.world_size, "nodes": self.nodes, "backend": self.backend,
-                "share": "contiguous rows of every micro-batch", "bucket_bytes": self.bucket_bytes}
+                "share": "contiguous rows of every micro-batch", "bucket_bytes": self.bucket_bytes,
+                "shard": self.shard}
 
 
 def _loss_tokens(labels: torch.Tensor) -> int:
@@ -208,6 +223,12 @@ def state_digest(state: Any) -> str:
 def end_of_training(team: Team, adapted: Adapted, probe: Any) -> dict[str, Any]:
     """What every rank does once its last stage is trained, in the same order on every rank: the
     memory figures become the largest rank's (``probe.figures``, in place), and the ranks' weights
-    are compared (``RanksDiverged`` when they differ). Returns what run.json records of the team."""
+    are compared (``RanksDiverged`` when they differ); a sharded model gathers its full weights on
+    every rank for the evaluations and the saving. Returns what run.json records of the team."""
     probe.figures.update(team.largest(probe.figures))
-    return {**team.describe(), "checksums": team.check_same(adapted)}
+    checksums = team.check_same(adapted)
+    if team.shard:
+        from harness.distributed.shard import unshard_for_eval
+
+        unshard_for_eval(adapted.model)
+    return {**team.describe(), "checksums": checksums}

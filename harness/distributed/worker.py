@@ -38,7 +38,7 @@ def _join(device: torch.device, ranks: Any) -> Any:
     from harness.distributed.launch import backend_for
     from harness.distributed.team import Team
 
-    team = Team.from_environment(device, ranks.nnodes, ranks.timeout_s, backend_for(ranks, device.type))
+    team = Team.from_environment(device, ranks.nnodes, ranks.timeout_s, backend_for(ranks, device.type), ranks.shard)
     distributed.join(team)
     return team
 
