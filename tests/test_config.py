@@ -76,7 +76,8 @@ def test_steps_from_epochs():
 
 def test_evaluation_settings_keep_the_record_form_and_run_ids_of_before_the_split():
     cfg = RunConfig(model="tiny-llama", method="lora", method_config={}, train_tasks=("synthetic",),
-                    eval_tasks=("synthetic",), eval=EvalConfig(eval_limit=12, num_beams=2))
+                    eval_tasks=("synthetic",), train=TrainConfig(max_steps=200),  # the default then
+                    eval=EvalConfig(eval_limit=12, num_beams=2))
     # the id this run had when TrainConfig still carried the evaluation keys: finished runs stay found
     assert cfg.run_id == "tiny-llama__lora__synthetic__s0__8c64ec8dd7"
     train = cfg.resolved()["train"]
