@@ -50,3 +50,17 @@ def write(out: Path, rec: RunRecord, samples: dict[tuple[str, str], list[dict[st
     folder = records.run_dir(out, rec.run_id)
     write_run_files(folder, rec, samples or {}, steps)
     return folder
+
+
+def byte_bpe_tokenizer(corpus: list[str]) -> Any:
+    """A small byte-level BPE Hugging Face tokenizer trained in memory on ``corpus`` (no download):
+    the Hugging Face tokenizer path, offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>", eos_token="</s>")

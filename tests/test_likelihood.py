@@ -10,6 +10,7 @@ from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer, build_llama
 from tasks import likelihood
 from tasks.base import Example, Task, TaskData
 from tasks.formatting import IGNORE_INDEX, encode_pair, encode_train
+from tests.factories import byte_bpe_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +21,8 @@ def model():
 @pytest.fixture(scope="module")
 def hf_tokenizer():
     """A small byte-level BPE built in memory: exercises the Hugging Face tokenizer path offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = ["Question: what is the answer?\nAnswer: yes no maybe", "the cat sat on the mat with a hat"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    return byte_bpe_tokenizer(["Question: what is the answer?\nAnswer: yes no maybe",
+                               "the cat sat on the mat with a hat"] * 20)
 
 
 def reference(model, tokenizer, context: str, continuation: str, max_length: int) -> float:

@@ -8,6 +8,7 @@ from harness.models import TINY_LLAMA_CONFIG, ByteTokenizer, build_llama
 from tasks import prompting, protocols, registry, synthetic
 from tasks.base import Example, Task, TaskData
 from tasks.evaluation import EvalSettings, ProtocolError
+from tests.factories import byte_bpe_tokenizer
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}" \
        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -21,16 +22,7 @@ def model():
 @pytest.fixture(scope="module")
 def chat_tokenizer():
     """A Hugging Face tokenizer with a chat template, built in memory (no download)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(["Review: good movie\nSentiment: positive negative"] * 10,
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    tok = byte_bpe_tokenizer(["Review: good movie\nSentiment: positive negative"] * 10)
     tok.chat_template = CHAT
     return tok
 
